@@ -1,0 +1,3 @@
+"""One GraphQL API over the Almanac and Autoposting billing APIs."""
+
+__version__ = "0.1.0"

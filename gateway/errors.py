@@ -1,0 +1,160 @@
+"""The gateway's one exception tree.
+
+Every failure the gateway expects is one of these, raised with a message that is safe to show a
+caller (never an upstream body, a URL with its query or a credential)::
+
+    GatewayError                      code
+    ├── InvalidInput                  INVALID_INPUT        bad arguments, caught before any call
+    ├── MissingCredentials            UNAUTHENTICATED      no credential for a provider
+    └── UpstreamError                 (per leaf)           a provider answered badly or not at all
+        ├── UpstreamUnauthorized      UNAUTHENTICATED      401
+        ├── UpstreamForbidden         NOT_ALLOWED          403 (and Almanac manage.allowed false)
+        │   └── BillingSuspended      BILLING_SUSPENDED    403 billing_suspended
+        ├── UpstreamNotFound          NOT_FOUND            404
+        ├── UpstreamRejected          UPSTREAM_REJECTED    400, 402, 409, 422 and other 4xx
+        ├── UpstreamRateLimited       RATE_LIMITED         429, retryable, with retry_after
+        ├── UpstreamUnavailable       UPSTREAM_UNAVAILABLE 5xx, retryable
+        ├── UpstreamTimeout           UPSTREAM_TIMEOUT     connect or read timeout, retryable
+        ├── UpstreamUnreachable       UPSTREAM_UNREACHABLE connection refused or dropped, retryable
+        └── UpstreamBadResponse       UPSTREAM_BAD_RESPONSE answer breaks the contract
+
+HTTP statuses and httpx exceptions are mapped to these in one place, `upstreams/_base.py`; the
+GraphQL layer maps these to GraphQL error types in one place, `schema/errors.py`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from gateway.provider import Provider
+
+
+class ErrorCode(enum.Enum):
+    """Machine-readable error codes, shared by typed errors and `extensions.code`."""
+
+    INVALID_INPUT = "INVALID_INPUT"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    NOT_ALLOWED = "NOT_ALLOWED"
+    BILLING_SUSPENDED = "BILLING_SUSPENDED"
+    NOT_FOUND = "NOT_FOUND"
+    UPSTREAM_REJECTED = "UPSTREAM_REJECTED"
+    RATE_LIMITED = "RATE_LIMITED"
+    UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
+    UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"
+    UPSTREAM_UNREACHABLE = "UPSTREAM_UNREACHABLE"
+    UPSTREAM_BAD_RESPONSE = "UPSTREAM_BAD_RESPONSE"
+    INTERNAL = "INTERNAL"
+
+
+class GatewayError(Exception):
+    """Base of every failure the gateway expects; `message` is safe to show a caller."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+    retryable: bool = False
+
+    def __init__(self, message: str, *, provider: Provider | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+
+
+class InvalidInput(GatewayError):
+    """An argument the gateway rejects before calling any upstream."""
+
+    code = ErrorCode.INVALID_INPUT
+
+    def __init__(
+        self, message: str, *, field: str | None = None, provider: Provider | None = None
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.field = field
+
+
+class MissingCredentials(GatewayError):
+    """Neither the request nor the configuration holds a credential for the provider."""
+
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class UpstreamError(GatewayError):
+    """A provider answered with an error, broke its contract, or could not be reached."""
+
+    code = ErrorCode.UPSTREAM_REJECTED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: Provider,
+        status: int | None = None,
+        upstream_code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.status = status
+        self.upstream_code = upstream_code
+        self.retry_after = retry_after
+
+
+class UpstreamUnauthorized(UpstreamError):
+    """The provider rejected the credential (401)."""
+
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class UpstreamForbidden(UpstreamError):
+    """The credential may not do this (403)."""
+
+    code = ErrorCode.NOT_ALLOWED
+
+
+class BillingSuspended(UpstreamForbidden):
+    """The account's billing is suspended (Autoposting 403 `billing_suspended`)."""
+
+    code = ErrorCode.BILLING_SUSPENDED
+
+
+class UpstreamNotFound(UpstreamError):
+    """The account or resource does not exist at the provider (404)."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+class UpstreamRejected(UpstreamError):
+    """The provider refused the request as sent (400, 402, 409, 422 or another 4xx)."""
+
+    code = ErrorCode.UPSTREAM_REJECTED
+
+
+class UpstreamRateLimited(UpstreamError):
+    """The provider is rate limiting this caller (429)."""
+
+    code = ErrorCode.RATE_LIMITED
+    retryable = True
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The provider failed (5xx)."""
+
+    code = ErrorCode.UPSTREAM_UNAVAILABLE
+    retryable = True
+
+
+class UpstreamTimeout(UpstreamError):
+    """The provider did not connect or answer in time."""
+
+    code = ErrorCode.UPSTREAM_TIMEOUT
+    retryable = True
+
+
+class UpstreamUnreachable(UpstreamError):
+    """The connection to the provider was refused or dropped."""
+
+    code = ErrorCode.UPSTREAM_UNREACHABLE
+    retryable = True
+
+
+class UpstreamBadResponse(UpstreamError):
+    """The provider's answer breaks its contract (not JSON, wrong envelope, wrong types)."""
+
+    code = ErrorCode.UPSTREAM_BAD_RESPONSE

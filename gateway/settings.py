@@ -1,0 +1,234 @@
+"""Configuration: a frozen `Settings`, read from an environment mapping by `load_settings`.
+
+Nothing reads the environment at import time; `create_app(settings)` receives what it needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.config import Config
+
+from gateway.provider import Provider
+
+DEFAULT_ALMANAC_URL = "https://almanac-backend-83vc.onrender.com"
+DEFAULT_AUTOPOSTING_URL = "https://app.autoposting.ai/api-proxy"
+DEFAULT_CURRENCY = "USD"
+DEFAULT_CONNECT_TIMEOUT = 5.0
+# Almanac is hosted on a platform with cold starts: a first call may take several seconds.
+DEFAULT_ALMANAC_READ_TIMEOUT = 30.0
+DEFAULT_AUTOPOSTING_READ_TIMEOUT = 15.0
+DEFAULT_GET_RETRIES = 2
+DEFAULT_RETRY_BACKOFF = 0.2
+DEFAULT_RETRY_AFTER_CAP = 5.0
+DEFAULT_MAX_ACCOUNTS_PER_REQUEST = 25
+DEFAULT_AUTOPOSTING_TOKENS_PERIOD = "30d"
+AUTOPOSTING_TOKENS_PERIODS = ("7d", "30d", "90d")
+# Autoposting has no plan catalog endpoint. Its docs name one plan, as `pro` (billing status) and
+# `plan_pro` (checkout); its price is not published, so the default catalog gives none.
+DEFAULT_AUTOPOSTING_PLANS: tuple[Mapping[str, Any], ...] = (
+    {"id": "plan_pro", "name": "Pro", "interval": "monthly", "group": "subscription"},
+)
+
+
+class ConfigurationError(ValueError):
+    """A setting is missing or malformed; raised at start-up, never per request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A secret token: hashable by value, and never shown by repr or str."""
+
+    value: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.value or self.value != self.value.strip():
+            raise ConfigurationError("a credential must be a non-empty token without spaces")
+
+    def reveal(self) -> str:
+        """The token itself, for an Authorization header and nothing else."""
+        return self.value
+
+    def __repr__(self) -> str:
+        return "Credential('**********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    """How the gateway reaches one provider."""
+
+    provider: Provider
+    base_url: str
+    credential: Credential | None
+    currency: str
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_AUTOPOSTING_READ_TIMEOUT
+    get_retries: int = DEFAULT_GET_RETRIES
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF
+    retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the gateway is configured with."""
+
+    almanac: UpstreamSettings
+    autoposting: UpstreamSettings
+    autoposting_plans: tuple[Mapping[str, Any], ...] = DEFAULT_AUTOPOSTING_PLANS
+    autoposting_tokens_period: str = DEFAULT_AUTOPOSTING_TOKENS_PERIOD
+    default_success_url: str | None = None
+    default_cancel_url: str | None = None
+    max_accounts_per_request: int = DEFAULT_MAX_ACCOUNTS_PER_REQUEST
+    graphiql: bool = True
+
+    def upstream(self, provider: Provider) -> UpstreamSettings:
+        """The settings of one provider."""
+        return self.almanac if provider is Provider.ALMANAC else self.autoposting
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Read `Settings` from environment variables (see the README's configuration table)."""
+    config = Config(environ=environ)
+
+    def credential(name: str) -> Credential | None:
+        raw = config(name, default="").strip()
+        return Credential(raw) if raw else None
+
+    def number(name: str, default: float) -> float:
+        value = config(name, cast=float, default=default)
+        if value <= 0:
+            raise ConfigurationError(f"{name} must be a positive number of seconds")
+        return value
+
+    def url(name: str, default: str | None) -> str | None:
+        raw = config(name, default=default or "").strip()
+        if not raw:
+            return None
+        if not is_http_url(raw):
+            raise ConfigurationError(f"{name} must be an absolute http(s) URL")
+        return raw
+
+    def base_url(name: str, default: str) -> str:
+        # Every upstream path starts with "/", so a base URL keeps no trailing slash.
+        return (url(name, default) or default).rstrip("/")
+
+    def currency(name: str) -> str:
+        raw = config(name, default=DEFAULT_CURRENCY).strip().upper()
+        if len(raw) != 3 or not raw.isalpha():
+            raise ConfigurationError(f"{name} must be a three-letter ISO 4217 code")
+        return raw
+
+    retries = config("GATEWAY_GET_RETRIES", cast=int, default=DEFAULT_GET_RETRIES)
+    if not 0 <= retries <= 5:
+        raise ConfigurationError("GATEWAY_GET_RETRIES must be between 0 and 5")
+    connect = number("GATEWAY_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
+
+    period = config("GATEWAY_AUTOPOSTING_TOKENS_PERIOD", default=DEFAULT_AUTOPOSTING_TOKENS_PERIOD)
+    if period not in AUTOPOSTING_TOKENS_PERIODS:
+        allowed = ", ".join(AUTOPOSTING_TOKENS_PERIODS)
+        raise ConfigurationError(f"GATEWAY_AUTOPOSTING_TOKENS_PERIOD must be one of {allowed}")
+    max_accounts = config(
+        "GATEWAY_MAX_ACCOUNTS_PER_REQUEST", cast=int, default=DEFAULT_MAX_ACCOUNTS_PER_REQUEST
+    )
+    if max_accounts < 1:
+        raise ConfigurationError("GATEWAY_MAX_ACCOUNTS_PER_REQUEST must be at least 1")
+
+    return Settings(
+        almanac=UpstreamSettings(
+            provider=Provider.ALMANAC,
+            base_url=base_url("GATEWAY_ALMANAC_URL", DEFAULT_ALMANAC_URL),
+            credential=credential("GATEWAY_ALMANAC_TOKEN"),
+            currency=currency("GATEWAY_ALMANAC_CURRENCY"),
+            connect_timeout=connect,
+            read_timeout=number("GATEWAY_ALMANAC_READ_TIMEOUT", DEFAULT_ALMANAC_READ_TIMEOUT),
+            get_retries=retries,
+        ),
+        autoposting=UpstreamSettings(
+            provider=Provider.AUTOPOSTING,
+            base_url=base_url("GATEWAY_AUTOPOSTING_URL", DEFAULT_AUTOPOSTING_URL),
+            credential=credential("GATEWAY_AUTOPOSTING_API_KEY"),
+            currency=currency("GATEWAY_AUTOPOSTING_CURRENCY"),
+            connect_timeout=connect,
+            read_timeout=number(
+                "GATEWAY_AUTOPOSTING_READ_TIMEOUT", DEFAULT_AUTOPOSTING_READ_TIMEOUT
+            ),
+            get_retries=retries,
+        ),
+        autoposting_plans=load_plan_catalog(
+            inline=config("GATEWAY_AUTOPOSTING_PLANS", default=""),
+            path=config("GATEWAY_AUTOPOSTING_PLANS_FILE", default=""),
+        ),
+        autoposting_tokens_period=period,
+        default_success_url=url("GATEWAY_DEFAULT_SUCCESS_URL", None),
+        default_cancel_url=url("GATEWAY_DEFAULT_CANCEL_URL", None),
+        max_accounts_per_request=max_accounts,
+        graphiql=config("GATEWAY_GRAPHIQL", cast=bool, default=True),
+    )
+
+
+def is_http_url(value: str) -> bool:
+    """Whether `value` is an absolute http or https URL with a host."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in value
+
+
+def load_plan_catalog(*, inline: str, path: str) -> tuple[Mapping[str, Any], ...]:
+    """Parse and check the Autoposting plan catalog from JSON text or a JSON file.
+
+    Each entry: `id` and `name` (strings, required), `price` (number or decimal string),
+    `currency`, `interval`, `group` (strings) and `features` (list of `{id, included}`).
+    """
+    if inline.strip() and path.strip():
+        raise ConfigurationError(
+            "set GATEWAY_AUTOPOSTING_PLANS or GATEWAY_AUTOPOSTING_PLANS_FILE, not both"
+        )
+    if path.strip():
+        try:
+            inline = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read GATEWAY_AUTOPOSTING_PLANS_FILE: {exc}") from exc
+    if not inline.strip():
+        return DEFAULT_AUTOPOSTING_PLANS
+    try:
+        entries = json.loads(inline)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"the Autoposting plan catalog is not JSON: {exc}") from exc
+    if not isinstance(entries, list) or not entries:
+        raise ConfigurationError("the Autoposting plan catalog must be a non-empty JSON list")
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        where = f"Autoposting plan catalog entry {index}"
+        if not isinstance(entry, dict):
+            raise ConfigurationError(f"{where} must be an object")
+        for key in ("id", "name"):
+            if not isinstance(entry.get(key), str) or not entry[key].strip():
+                raise ConfigurationError(f"{where} needs a non-empty string {key!r}")
+        for key in ("currency", "interval", "group"):
+            if entry.get(key) is not None and not isinstance(entry[key], str):
+                raise ConfigurationError(f"{where}: {key!r} must be a string")
+        price = entry.get("price")
+        if price is not None:
+            try:
+                Decimal(str(price))
+            except InvalidOperation as exc:
+                raise ConfigurationError(f"{where}: 'price' must be a number") from exc
+        features = entry.get("features", [])
+        if not isinstance(features, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("id"), str) for f in features
+        ):
+            raise ConfigurationError(f"{where}: 'features' must be a list of {{id, included}}")
+        if entry["id"] in seen:
+            raise ConfigurationError(f"{where}: duplicate plan id {entry['id']!r}")
+        seen.add(entry["id"])
+    return tuple(entries)

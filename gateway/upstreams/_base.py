@@ -1,0 +1,298 @@
+"""`UpstreamClient`: the one place that sends HTTP to a provider.
+
+Request contract
+- Every call carries the caller's credential as `Authorization: Bearer ...`, a JSON `Accept`, and
+  the connect and read timeouts of the provider's settings.
+- An answer is decoded as JSON; anything else (HTML from a misconfigured base URL, truncated JSON,
+  a redirect) is `UpstreamBadResponse`.
+- HTTP statuses and httpx exceptions map to the exception tree of `gateway.errors` here and only
+  here, always chained; nothing above this module sees an httpx error. Messages are written here,
+  never copied from an upstream body, and name no URL query or credential.
+
+Retry contract
+- Only GETs are retried: on connect errors, timeouts, dropped connections, 502/503/504 and 429,
+  at most `get_retries` times, with jittered exponential backoff, honouring `Retry-After` (seconds
+  or an HTTP date) when it is within `retry_after_cap`; a longer wait is not slept but returned
+  to the caller in the error's `retry_after`.
+- A POST is never retried: neither provider honours idempotency keys, so a second POST could
+  create a second checkout. A POST whose answer was lost says so in its error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NoReturn
+
+import httpx
+
+from gateway.errors import (
+    BillingSuspended,
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamForbidden,
+    UpstreamNotFound,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnauthorized,
+    UpstreamUnavailable,
+    UpstreamUnreachable,
+)
+from gateway.settings import Credential, UpstreamSettings
+
+logger = logging.getLogger("gateway.upstream")
+
+USER_AGENT = "billing-gateway/0.1"
+RETRIED_STATUSES = frozenset({429, 502, 503, 504})
+# The status of an answer, most specific first; the first matching row gives the exception class.
+STATUS_ERRORS: tuple[tuple[Callable[[int], bool], type[UpstreamError]], ...] = (
+    (lambda status: status == 401, UpstreamUnauthorized),
+    (lambda status: status == 403, UpstreamForbidden),
+    (lambda status: status == 404, UpstreamNotFound),
+    (lambda status: status == 429, UpstreamRateLimited),
+    (lambda status: status >= 500, UpstreamUnavailable),
+    (lambda status: 400 <= status < 500, UpstreamRejected),
+)
+# Upstream error codes that name a more specific failure than the status alone.
+UPSTREAM_CODE_ERRORS: Mapping[str, type[UpstreamError]] = {
+    "billing_suspended": BillingSuspended,
+}
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class UpstreamClient:
+    """Sends requests to one provider and returns decoded JSON, or raises an `UpstreamError`."""
+
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.provider = settings.provider
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(
+            base_url=settings.base_url,
+            timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
+            transport=transport,
+            headers={"user-agent": USER_AGENT, "accept": "application/json"},
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def get(
+        self, path: str, *, credential: Credential | None, params: Mapping[str, str] | None = None
+    ) -> object:
+        """GET `path` and return its decoded JSON, retrying as the retry contract says."""
+        attempt = 0
+        while True:
+            try:
+                return await self._request("GET", path, credential=credential, params=params)
+            except UpstreamError as error:
+                delay = self._retry_delay(error, attempt)
+                if delay is None:
+                    raise
+                attempt += 1
+                logger.info(
+                    "retrying %s GET %s in %.2fs (%s)",
+                    self.provider.value,
+                    path,
+                    delay,
+                    error.code.value,
+                )
+                await self._sleep(delay)
+
+    async def post(self, path: str, *, credential: Credential | None, json: object) -> object:
+        """POST `json` to `path` once, never retried, and return the decoded JSON answer."""
+        return await self._request("POST", path, credential=credential, json=json)
+
+    def _retry_delay(self, error: UpstreamError, attempt: int) -> float | None:
+        retried = isinstance(error, UpstreamTimeout | UpstreamUnreachable) or (
+            error.status in RETRIED_STATUSES
+        )
+        if not retried or attempt >= self.settings.get_retries:
+            return None
+        if error.retry_after is not None:
+            return error.retry_after if error.retry_after <= self.settings.retry_after_cap else None
+        backoff = self.settings.retry_backoff * (2.0**attempt)
+        return backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not cryptography
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        credential: Credential | None,
+        params: Mapping[str, str] | None = None,
+        json: object = None,
+    ) -> object:
+        headers = self.auth_headers(credential) if credential is not None else {}
+        started = time.perf_counter()
+        try:
+            response = await self._http.request(
+                method, path, params=params, json=json, headers=headers
+            )
+            await response.aread()
+        except httpx.HTTPError as exc:
+            self._raise_transport_error(method, path, exc)
+        logger.debug(
+            "%s %s %s -> %d in %.1f ms",
+            self.provider.value,
+            method,
+            path,
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+        )
+        return self._decode(method, path, response)
+
+    def auth_headers(self, credential: Credential) -> dict[str, str]:
+        """The headers that present `credential` to the provider."""
+        return {"authorization": f"Bearer {credential.reveal()}"}
+
+    def _raise_transport_error(self, method: str, path: str, exc: httpx.HTTPError) -> NoReturn:
+        name = self.provider.label
+        lost = " The request was sent once and not retried." if method == "POST" else ""
+        error: UpstreamError
+        if isinstance(exc, httpx.TimeoutException):
+            error = UpstreamTimeout(f"{name} did not answer in time.{lost}", provider=self.provider)
+        elif isinstance(exc, httpx.DecodingError):
+            error = UpstreamBadResponse(
+                f"{name} sent a body that could not be decoded.", provider=self.provider
+            )
+        elif isinstance(exc, httpx.TransportError):
+            error = UpstreamUnreachable(
+                f"{name} could not be reached or dropped the connection.{lost}",
+                provider=self.provider,
+            )
+        else:
+            error = UpstreamUnavailable(f"{name} request failed.{lost}", provider=self.provider)
+        logger.warning("%s %s %s failed: %s", self.provider.value, method, path, type(exc).__name__)
+        raise error from exc
+
+    def _decode(self, method: str, path: str, response: httpx.Response) -> object:
+        body = self._json_body(response)
+        if not response.is_success:
+            self._raise_status_error(method, path, response, body)
+        return self.unwrap(body, response)
+
+    def _json_body(self, response: httpx.Response) -> object:
+        name = self.provider.label
+        content_type = response.headers.get("content-type", "")
+        if response.is_redirect:
+            raise UpstreamBadResponse(
+                f"{name} answered with a redirect; check the configured base URL.",
+                provider=self.provider,
+                status=response.status_code,
+            )
+        if "json" not in content_type:
+            if response.is_success and "html" in content_type:
+                raise UpstreamBadResponse(
+                    f"{name} answered with HTML where JSON was expected; check the configured "
+                    "base URL.",
+                    provider=self.provider,
+                    status=response.status_code,
+                )
+            if response.is_success:
+                raise UpstreamBadResponse(
+                    f"{name} answered without a JSON body.",
+                    provider=self.provider,
+                    status=response.status_code,
+                )
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            if not response.is_success:
+                return None
+            raise UpstreamBadResponse(
+                f"{name} answered with malformed JSON.",
+                provider=self.provider,
+                status=response.status_code,
+            ) from exc
+
+    def _raise_status_error(
+        self, method: str, path: str, response: httpx.Response, body: object
+    ) -> NoReturn:
+        status = response.status_code
+        upstream_code = self.error_code(body)
+        error_class = UPSTREAM_CODE_ERRORS.get(upstream_code or "") or next(
+            cls for matches, cls in STATUS_ERRORS if matches(status)
+        )
+        retry_after = (
+            parse_retry_after(response.headers.get("retry-after")) if status == 429 else None
+        )
+        logger.warning(
+            "%s %s %s answered %d%s",
+            self.provider.value,
+            method,
+            path,
+            status,
+            f" ({upstream_code})" if upstream_code else "",
+        )
+        raise error_class(
+            status_message(self.provider.label, status, upstream_code),
+            provider=self.provider,
+            status=status,
+            upstream_code=upstream_code,
+            retry_after=retry_after,
+        )
+
+    def unwrap(self, body: object, response: httpx.Response) -> object:
+        """The payload of a successful answer (overridden where a provider wraps it)."""
+        return body
+
+    def error_code(self, body: object) -> str | None:
+        """A short machine code from an error body, when the provider gives one."""
+        return None
+
+
+def status_message(name: str, status: int, upstream_code: str | None) -> str:
+    """A safe message for an error status: the provider's own text is never copied."""
+    code = f" ({upstream_code})" if upstream_code else ""
+    if status == 401:
+        return f"{name} rejected the credential{code}."
+    if status == 403:
+        return f"{name} does not allow this for the credential{code}."
+    if status == 404:
+        return f"{name} does not know this account or resource{code}."
+    if status == 429:
+        return f"{name} is rate limiting requests{code}."
+    if status >= 500:
+        return f"{name} failed with status {status}{code}."
+    return f"{name} rejected the request with status {status}{code}."
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header: delta seconds or an HTTP date."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def is_safe_code(value: Any) -> bool:
+    """Whether an upstream error code is a short identifier that is safe to pass on."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= 64
+        and all(c.isascii() and (c.isalnum() or c in "_-.") for c in value)
+    )
