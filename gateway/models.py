@@ -173,3 +173,11 @@ class CheckoutSession:
     url: str
     session_id: str | None
     raw: Raw = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AutopostingBilling:
+    """The Autoposting organization's status with the configured plan catalog applied to it."""
+
+    status: AutopostingStatus
+    plans: tuple[Plan, ...]

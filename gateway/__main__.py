@@ -1,0 +1,160 @@
+"""The `billing-gateway` command: `serve`, `demo` and `export-schema`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.examples import EXAMPLE_QUERY
+from gateway.sandbox import (
+    ALMANAC_OWNER_TOKEN,
+    ALMANAC_VIEWER_TOKEN,
+    AUTOPOSTING_PRO_KEY,
+    AUTOPOSTING_SUSPENDED_KEY,
+    AUTOPOSTING_TRIAL_KEY,
+    start_sandbox,
+)
+from gateway.schema import schema_sdl
+from gateway.settings import ConfigurationError, load_settings
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+CURL_QUERY = (
+    '{ billingAccount(provider: ALMANAC, accountId: "org_acme") '
+    "{ __typename ... on BillingAccount { currentPlan { name } } } }"
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="billing-gateway",
+        description="One GraphQL API over the Almanac and Autoposting billing APIs.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway against the configured upstreams")
+    _add_address(serve)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+
+    demo = commands.add_parser(
+        "demo", help="run the gateway with the built-in sandbox upstreams (the default)"
+    )
+    _add_address(demo)
+
+    export = commands.add_parser("export-schema", help="print the schema in SDL")
+    export.add_argument(
+        "--output", "-o", type=Path, help="write to this file (schema.graphql) instead of stdout"
+    )
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        if args.command == "export-schema":
+            return _export_schema(args.output)
+        if args.command == "serve":
+            return _serve(args.host, args.port, args.workers)
+        return asyncio.run(
+            _demo(getattr(args, "host", DEFAULT_HOST), getattr(args, "port", DEFAULT_PORT))
+        )
+    except ConfigurationError as exc:
+        print(f"billing-gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _add_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address (default {DEFAULT_HOST})")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})"
+    )
+
+
+def _export_schema(output: Path | None) -> int:
+    sdl = schema_sdl()
+    if output is None:
+        sys.stdout.write(sdl)
+    else:
+        output.write_text(sdl, encoding="utf-8")
+    return 0
+
+
+def _serve(host: str, port: int, workers: int) -> int:
+    if workers < 1:
+        raise ConfigurationError("--workers must be at least 1")
+    load_settings(os.environ)  # fail here, once, on a bad configuration
+    uvicorn.run(
+        "gateway.app:create_app_from_environ",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def demo_environ(
+    environ: Mapping[str, str], almanac_url: str, autoposting_url: str, gateway_url: str
+) -> dict[str, str]:
+    """The environment of `demo`: the sandbox upstreams and their sample credentials."""
+    return {
+        **environ,
+        "GATEWAY_ALMANAC_URL": almanac_url,
+        "GATEWAY_AUTOPOSTING_URL": autoposting_url,
+        "GATEWAY_ALMANAC_TOKEN": ALMANAC_OWNER_TOKEN,
+        "GATEWAY_AUTOPOSTING_API_KEY": AUTOPOSTING_PRO_KEY,
+        "GATEWAY_DEFAULT_SUCCESS_URL": f"{gateway_url}/?checkout=success",
+        "GATEWAY_DEFAULT_CANCEL_URL": f"{gateway_url}/?checkout=cancel",
+    }
+
+
+async def _demo(host: str, port: int) -> int:
+    gateway_url = f"http://{host}:{port}"
+    async with start_sandbox() as sandbox:
+        environ = demo_environ(
+            os.environ, sandbox.almanac_url, sandbox.autoposting_url, gateway_url
+        )
+        settings = load_settings(environ)
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port))
+        print(_demo_banner(gateway_url, sandbox.almanac_url, sandbox.autoposting_url), flush=True)
+        await server.serve()
+    return 0
+
+
+def _demo_banner(gateway_url: str, almanac_url: str, autoposting_url: str) -> str:
+    graphiql = f"{gateway_url}/graphql?q={quote(EXAMPLE_QUERY)}"
+    curl_body = json.dumps({"query": CURL_QUERY})
+    return f"""
+Billing gateway demo: the gateway over its built-in sandbox upstreams.
+
+  GraphiQL, with the example query loaded:
+    {graphiql}
+
+  Sandbox Almanac at {almanac_url}, Autoposting at {autoposting_url}.
+  Credentials the gateway uses when a request brings none of its own:
+    Almanac token        {ALMANAC_OWNER_TOKEN}
+    Autoposting API key  {AUTOPOSTING_PRO_KEY}
+  Others to try, as the X-Almanac-Token or X-Autoposting-Api-Key header:
+    {ALMANAC_VIEWER_TOKEN} (no manage permission), {AUTOPOSTING_TRIAL_KEY},
+    {AUTOPOSTING_SUSPENDED_KEY} (checkout answers BillingSuspendedError)
+
+  From a shell:
+    curl -s {gateway_url}/graphql -H 'content-type: application/json' -d '{curl_body}'
+"""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,322 @@
+"""Per-request dataloaders, and the account sources that read through them.
+
+Loader contract
+- A `Loaders` container is built for every GraphQL request and dropped after it, so nothing
+  fetched with one caller's credentials is served to another request.
+- Each loader's key includes the credential the call is made with; a key is fetched at most once
+  per request however many fields, aliases or fragments ask for it.
+- All keys of a batch are fetched concurrently, one upstream call each (neither provider has a
+  batch endpoint); a failure rejects only its own key, with an exception of `gateway.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
+
+from aiodataloader import DataLoader
+
+if TYPE_CHECKING:
+    import httpx
+
+from gateway import normalize
+from gateway.models import (
+    AlmanacBilling,
+    AutopostingBilling,
+    AutopostingProfile,
+    ManagePermission,
+    Plan,
+    Subscription,
+    UsageMeter,
+)
+from gateway.provider import Provider
+from gateway.settings import Credential, Settings
+from gateway.upstreams import AlmanacClient, AutopostingClient
+from gateway.validation import account_mismatch
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRef:
+    """One account of one provider, as seen with one credential."""
+
+    provider: Provider
+    account_id: str | None
+    credential: Credential
+
+
+@dataclass(frozen=True, slots=True)
+class AlmanacKey:
+    """Key of the Almanac billing loader."""
+
+    organization_id: str
+    credential: Credential
+
+
+class ConcurrentLoader(DataLoader[K, V], Generic[K, V]):
+    """A loader whose batch fetches every key with its own call, all at once."""
+
+    async def batch_load_fn(self, keys: Sequence[K]) -> list[V]:
+        results = await asyncio.gather(
+            *(self.load_one(key) for key in keys), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+        # aiodataloader rejects the load of a key whose item is an Exception instance.
+        return cast("list[V]", results)
+
+    @abstractmethod
+    async def load_one(self, key: K) -> V:
+        """Fetch and normalize one key."""
+
+    async def get(self, key: K) -> V:
+        """`load(key)`, typed."""
+        value: V = await self.load(key)
+        return value
+
+
+class AlmanacBillingByOrganizationLoader(ConcurrentLoader[AlmanacKey, AlmanacBilling]):
+    """Almanac billing state (plans, usage, manage) per organization."""
+
+    def __init__(self, client: AlmanacClient, *, currency: str) -> None:
+        super().__init__()
+        self.client = client
+        self.currency = currency
+
+    async def load_one(self, key: AlmanacKey) -> AlmanacBilling:
+        payload = await self.client.get_billing_state(
+            key.organization_id, credential=key.credential
+        )
+        return normalize.almanac_billing(payload, currency=self.currency)
+
+
+class AutopostingBillingByCredentialLoader(ConcurrentLoader[Credential, AutopostingBilling]):
+    """Autoposting billing status, with the configured plan catalog applied, per API key."""
+
+    def __init__(
+        self, client: AutopostingClient, *, catalog: Sequence[Mapping[str, Any]], currency: str
+    ) -> None:
+        super().__init__()
+        self.client = client
+        self.catalog = catalog
+        self.currency = currency
+
+    async def load_one(self, key: Credential) -> AutopostingBilling:
+        status = normalize.autoposting_status(await self.client.get_billing_status(credential=key))
+        plans = normalize.autoposting_plans(self.catalog, status, currency=self.currency)
+        return AutopostingBilling(status=status, plans=plans)
+
+
+class AutopostingCreditsByCredentialLoader(ConcurrentLoader[Credential, UsageMeter]):
+    """The Autoposting credits meter per API key."""
+
+    def __init__(self, client: AutopostingClient) -> None:
+        super().__init__()
+        self.client = client
+
+    async def load_one(self, key: Credential) -> UsageMeter:
+        return normalize.autoposting_credits_meter(
+            await self.client.get_credit_summary(credential=key)
+        )
+
+
+class AutopostingTokensByCredentialLoader(ConcurrentLoader[Credential, UsageMeter]):
+    """The Autoposting AI-token meter per API key, over the configured period."""
+
+    def __init__(self, client: AutopostingClient, *, period: str) -> None:
+        super().__init__()
+        self.client = client
+        self.period = period
+
+    async def load_one(self, key: Credential) -> UsageMeter:
+        return normalize.autoposting_tokens_meter(
+            await self.client.get_token_usage(period=self.period, credential=key)
+        )
+
+
+class AutopostingProfileByCredentialLoader(ConcurrentLoader[Credential, AutopostingProfile]):
+    """The organization behind each Autoposting API key."""
+
+    def __init__(self, client: AutopostingClient) -> None:
+        super().__init__()
+        self.client = client
+
+    async def load_one(self, key: Credential) -> AutopostingProfile:
+        return normalize.autoposting_profile(await self.client.get_profile(credential=key))
+
+
+class AccountSource(Protocol):
+    """What the GraphQL layer can ask of one provider's account; each answer reads a loader."""
+
+    async def ensure(self, ref: AccountRef) -> None:
+        """Load the account's primary resource, raising its failure."""
+
+    async def account_id(self, ref: AccountRef) -> str:
+        """The provider's own id of the account."""
+
+    async def plans(self, ref: AccountRef) -> tuple[Plan, ...]:
+        """The plan catalog offered to the account, the current plan marked."""
+
+    async def subscription(self, ref: AccountRef) -> Subscription | None:
+        """The subscription state, when the provider reports one."""
+
+    async def manage(self, ref: AccountRef) -> ManagePermission | None:
+        """Whether the caller may manage billing, when the provider says."""
+
+    async def usage_meters(self, ref: AccountRef) -> tuple[UsageMeter, ...]:
+        """The account's usage meters."""
+
+    async def raw(self, ref: AccountRef) -> Mapping[str, Any]:
+        """The upstream JSON of the primary resource."""
+
+
+class AlmanacAccounts:
+    """Almanac: one billing call per organization answers everything."""
+
+    def __init__(self, billing: AlmanacBillingByOrganizationLoader) -> None:
+        self.billing = billing
+
+    async def _load(self, ref: AccountRef) -> AlmanacBilling:
+        assert ref.account_id is not None
+        return await self.billing.get(AlmanacKey(ref.account_id, ref.credential))
+
+    async def ensure(self, ref: AccountRef) -> None:
+        await self._load(ref)
+
+    async def account_id(self, ref: AccountRef) -> str:
+        assert ref.account_id is not None
+        return ref.account_id
+
+    async def plans(self, ref: AccountRef) -> tuple[Plan, ...]:
+        return (await self._load(ref)).plans
+
+    async def subscription(self, ref: AccountRef) -> Subscription | None:
+        return None
+
+    async def manage(self, ref: AccountRef) -> ManagePermission | None:
+        return (await self._load(ref)).manage
+
+    async def usage_meters(self, ref: AccountRef) -> tuple[UsageMeter, ...]:
+        return (await self._load(ref)).usage
+
+    async def raw(self, ref: AccountRef) -> Mapping[str, Any]:
+        return (await self._load(ref)).raw
+
+
+class AutopostingAccounts:
+    """Autoposting: billing status first; profile, credits and tokens only when asked for."""
+
+    def __init__(
+        self,
+        billing: AutopostingBillingByCredentialLoader,
+        credits: AutopostingCreditsByCredentialLoader,
+        tokens: AutopostingTokensByCredentialLoader,
+        profiles: AutopostingProfileByCredentialLoader,
+    ) -> None:
+        self.billing = billing
+        self.credits = credits
+        self.tokens = tokens
+        self.profiles = profiles
+
+    async def ensure(self, ref: AccountRef) -> None:
+        if ref.account_id is None:
+            await self.billing.get(ref.credential)
+            return
+        _, profile = await asyncio.gather(
+            self.billing.get(ref.credential), self.profiles.get(ref.credential)
+        )
+        if profile.organization_id != ref.account_id:
+            raise account_mismatch(ref.provider)
+
+    async def account_id(self, ref: AccountRef) -> str:
+        profile = await self.profiles.get(ref.credential)
+        return profile.organization_id
+
+    async def plans(self, ref: AccountRef) -> tuple[Plan, ...]:
+        return (await self.billing.get(ref.credential)).plans
+
+    async def subscription(self, ref: AccountRef) -> Subscription | None:
+        return (await self.billing.get(ref.credential)).status.subscription
+
+    async def manage(self, ref: AccountRef) -> ManagePermission | None:
+        return None
+
+    async def usage_meters(self, ref: AccountRef) -> tuple[UsageMeter, ...]:
+        billing, credits, tokens = await asyncio.gather(
+            self.billing.get(ref.credential),
+            self.credits.get(ref.credential),
+            self.tokens.get(ref.credential),
+        )
+        accounts = billing.status.accounts_meter
+        return (credits,) + ((accounts,) if accounts is not None else ()) + (tokens,)
+
+    async def raw(self, ref: AccountRef) -> Mapping[str, Any]:
+        return (await self.billing.get(ref.credential)).status.raw
+
+
+@dataclass(frozen=True, slots=True)
+class Clients:
+    """The upstream clients, shared by all requests for the life of the app."""
+
+    almanac: AlmanacClient
+    autoposting: AutopostingClient
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        transports: Mapping[Provider, httpx.AsyncBaseTransport] | None = None,
+    ) -> Clients:
+        """Clients for both providers; `transports` replaces the network (tests, benchmarks)."""
+        transports = transports or {}
+        return cls(
+            almanac=AlmanacClient(settings.almanac, transport=transports.get(Provider.ALMANAC)),
+            autoposting=AutopostingClient(
+                settings.autoposting, transport=transports.get(Provider.AUTOPOSTING)
+            ),
+        )
+
+    async def aclose(self) -> None:
+        """Close both connection pools."""
+        await asyncio.gather(self.almanac.aclose(), self.autoposting.aclose())
+
+
+class Loaders:
+    """The loaders of one request, and the account source of each provider over them."""
+
+    def __init__(self, clients: Clients, settings: Settings) -> None:
+        self.almanac_billing = AlmanacBillingByOrganizationLoader(
+            clients.almanac, currency=settings.almanac.currency
+        )
+        self.autoposting_billing = AutopostingBillingByCredentialLoader(
+            clients.autoposting,
+            catalog=settings.autoposting_plans,
+            currency=settings.autoposting.currency,
+        )
+        self.autoposting_credits = AutopostingCreditsByCredentialLoader(clients.autoposting)
+        self.autoposting_tokens = AutopostingTokensByCredentialLoader(
+            clients.autoposting, period=settings.autoposting_tokens_period
+        )
+        self.autoposting_profiles = AutopostingProfileByCredentialLoader(clients.autoposting)
+        self._sources: dict[Provider, AccountSource] = {
+            Provider.ALMANAC: AlmanacAccounts(self.almanac_billing),
+            Provider.AUTOPOSTING: AutopostingAccounts(
+                self.autoposting_billing,
+                self.autoposting_credits,
+                self.autoposting_tokens,
+                self.autoposting_profiles,
+            ),
+        }
+
+    def source(self, provider: Provider) -> AccountSource:
+        """The account source of `provider`."""
+        return self._sources[provider]
+
+
+__all__ = ["AccountRef", "AccountSource", "Clients", "Loaders"]

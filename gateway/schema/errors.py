@@ -1,0 +1,174 @@
+"""GraphQL error types and the one place that maps the exception tree onto them.
+
+Expected failures become members of a field's result union (`ExceptionHandler`, or
+`to_graphql_error` for list items); elsewhere they are GraphQL errors carrying `extensions.code`.
+Unexpected exceptions are masked to a generic message with code INTERNAL and logged in full.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from gateway.errors import (
+    BillingSuspended,
+    ErrorCode,
+    GatewayError,
+    InvalidInput,
+    MissingCredentials,
+    UpstreamError,
+    UpstreamForbidden,
+    UpstreamUnauthorized,
+)
+from gateway.schema.enums import ErrorCodeEnum, ProviderEnum, from_domain
+
+logger = logging.getLogger("gateway.errors")
+
+
+@strawberry.interface(
+    description="A failure the caller can act on. Branch on `__typename`, or on `code`."
+)
+class Error:
+    code: ErrorCodeEnum = strawberry.field(description="Machine-readable code of the failure.")
+    message: str = strawberry.field(description="What went wrong, safe to show a person.")
+    provider: ProviderEnum | None = strawberry.field(
+        description="The provider the failure concerns, if one."
+    )
+
+
+@strawberry.type(description="An argument was rejected; no upstream was called.")
+class InvalidInputError(Error):
+    field: str | None = strawberry.field(description="The input field at fault, if one.")
+
+
+@strawberry.type(
+    description="The caller has no credential for the provider, the provider rejected it, or it "
+    "may not do this."
+)
+class NotAllowedError(Error):
+    pass
+
+
+@strawberry.type(description="The account's billing is suspended at the provider.")
+class BillingSuspendedError(Error):
+    pass
+
+
+@strawberry.type(
+    description="The provider failed, refused, timed out or broke its contract. Any other "
+    "provider's data in the same response is unaffected."
+)
+class ProviderError(Error):
+    retryable: bool = strawberry.field(description="Whether retrying later may succeed.")
+    retry_after_seconds: float | None = strawberry.field(
+        description="How long to wait before retrying, when the provider says."
+    )
+    upstream_status: int | None = strawberry.field(
+        description="The HTTP status the provider answered with, if it answered."
+    )
+    upstream_code: str | None = strawberry.field(
+        description="The provider's own short error code, when it gives one."
+    )
+
+
+ErrorType = InvalidInputError | NotAllowedError | BillingSuspendedError | ProviderError
+
+# Exception classes to GraphQL error types, most specific first: the first match wins.
+ERROR_TYPES: tuple[tuple[type[GatewayError], type[ErrorType]], ...] = (
+    (InvalidInput, InvalidInputError),
+    (BillingSuspended, BillingSuspendedError),
+    (MissingCredentials, NotAllowedError),
+    (UpstreamUnauthorized, NotAllowedError),
+    (UpstreamForbidden, NotAllowedError),
+    (UpstreamError, ProviderError),
+)
+
+
+def to_graphql_error(exc: GatewayError) -> ErrorType:
+    """The typed GraphQL error for an expected failure."""
+    error_type = next((typ for cls, typ in ERROR_TYPES if isinstance(exc, cls)), None)
+    if error_type is None:
+        raise TypeError(f"{type(exc).__name__} has no GraphQL error type") from exc
+    common: dict[str, Any] = {
+        "code": from_domain(ErrorCodeEnum, exc.code),
+        "message": exc.message,
+        "provider": from_domain(ProviderEnum, exc.provider) if exc.provider else None,
+    }
+    if error_type is InvalidInputError:
+        assert isinstance(exc, InvalidInput)
+        return InvalidInputError(**common, field=exc.field)
+    if error_type is ProviderError:
+        assert isinstance(exc, UpstreamError)
+        return ProviderError(
+            **common,
+            retryable=exc.retryable,
+            retry_after_seconds=exc.retry_after,
+            upstream_status=exc.status,
+            upstream_code=exc.upstream_code,
+        )
+    return error_type(**common)
+
+
+class GatewayErrorHandler(strawberry.ExceptionHandler[GatewayError, ProviderError]):
+    """Turns an expected failure into a member of the field's result union.
+
+    Every result union of the schema holds all four error types; `ProviderError` is the one the
+    handler is declared with, so that it applies to exactly those fields.
+    """
+
+    def handle(self, exception: GatewayError, *, field: Any, info: Any) -> Any:
+        return to_graphql_error(exception)
+
+
+def error_extensions(exc: GatewayError) -> dict[str, Any]:
+    """`extensions` of a GraphQL error for an expected failure outside a result union."""
+    extensions: dict[str, Any] = {"code": exc.code.value}
+    if exc.provider is not None:
+        extensions["provider"] = exc.provider.name
+    if isinstance(exc, UpstreamError):
+        extensions["retryable"] = exc.retryable
+        if exc.retry_after is not None:
+            extensions["retryAfterSeconds"] = exc.retry_after
+    return extensions
+
+
+def format_error(error: GraphQLError) -> GraphQLError:
+    """Add `extensions.code` to an error, masking it when it is unexpected."""
+    original = error.original_error
+    if original is None:
+        # Parsing, validation, query limits and variable coercion: safe to show as they are.
+        error.extensions = {**(error.extensions or {}), "code": ErrorCode.INVALID_QUERY.value}
+        return error
+    if isinstance(original, GatewayError):
+        error.extensions = {**(error.extensions or {}), **error_extensions(original)}
+        return error
+    logger.error(
+        "unexpected error at %s: %s",
+        ".".join(str(p) for p in error.path or ()),
+        type(original).__name__,
+        exc_info=original,
+    )
+    return GraphQLError(
+        "Unexpected error.",
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions={"code": ErrorCode.INTERNAL.value},
+    )
+
+
+class ErrorFormatting(SchemaExtension):
+    """Runs `format_error` over every error of a result."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        errors = getattr(result, "errors", None)
+        if result is not None and errors:
+            result.errors = [format_error(error) for error in errors]

@@ -1,0 +1,147 @@
+"""The root types: `Query` (billing accounts) and `Mutation` (`startCheckout`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import strawberry
+
+from gateway.checkout import CheckoutRequest, start_checkout
+from gateway.context import Info
+from gateway.errors import GatewayError
+from gateway.provider import Provider
+from gateway.schema.enums import ProviderEnum
+from gateway.schema.errors import (
+    BillingSuspendedError,
+    InvalidInputError,
+    NotAllowedError,
+    ProviderError,
+    to_graphql_error,
+)
+from gateway.schema.types import BillingAccount, CheckoutSession
+
+BillingAccountResult = Annotated[
+    BillingAccount | InvalidInputError | NotAllowedError | BillingSuspendedError | ProviderError,
+    strawberry.union(
+        "BillingAccountResult",
+        description="An account's billing, or why it could not be read. A failure of one "
+        "account never hides the others.",
+    ),
+]
+
+StartCheckoutPayload = Annotated[
+    CheckoutSession | InvalidInputError | NotAllowedError | BillingSuspendedError | ProviderError,
+    strawberry.union(
+        "StartCheckoutPayload",
+        description="The checkout session, or why none was started.",
+    ),
+]
+
+PROVIDER_ARGUMENT = "The provider of the account."
+ACCOUNT_ID_ARGUMENT = (
+    "The account: the Almanac organization id (required for Almanac). For Autoposting the "
+    "account is the API key's organization: omit it, or give that organization's id."
+)
+
+
+@strawberry.input(description="One account to read.")
+class AccountInput:
+    provider: ProviderEnum = strawberry.field(description=PROVIDER_ARGUMENT)
+    account_id: strawberry.ID | None = strawberry.field(
+        default=None, description=ACCOUNT_ID_ARGUMENT
+    )
+
+
+@strawberry.input(description="What to buy, for which account, and where to return afterwards.")
+class StartCheckoutInput:
+    provider: ProviderEnum = strawberry.field(description=PROVIDER_ARGUMENT)
+    plan_id: strawberry.ID = strawberry.field(
+        description="The provider's id of the plan to buy (`Plan.planId`)."
+    )
+    account_id: strawberry.ID | None = strawberry.field(
+        default=None, description=ACCOUNT_ID_ARGUMENT
+    )
+    success_url: str | None = strawberry.field(
+        default=None,
+        description="Absolute http(s) URL to return to after paying; the configured default "
+        "when omitted.",
+    )
+    cancel_url: str | None = strawberry.field(
+        default=None,
+        description="Absolute http(s) URL to return to when the customer cancels; the "
+        "configured default when omitted. Almanac has no cancel URL: checked, not sent.",
+    )
+
+
+async def _billing_account(
+    info: Info, provider: ProviderEnum, account_id: str | None
+) -> BillingAccount:
+    ref = info.context.account(Provider(provider.value), account_id)
+    await info.context.loaders.source(ref.provider).ensure(ref)
+    return BillingAccount(ref=ref)
+
+
+@strawberry.type(description="Read billing accounts of both providers.")
+class Query:
+    @strawberry.field(description="The billing of one account.")
+    async def billing_account(
+        self,
+        info: Info,
+        provider: Annotated[ProviderEnum, strawberry.argument(description=PROVIDER_ARGUMENT)],
+        account_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description=ACCOUNT_ID_ARGUMENT)
+        ] = None,
+    ) -> BillingAccountResult:
+        return await _billing_account(info, provider, account_id)
+
+    @strawberry.field(
+        description="The billing of several accounts of either provider, fetched concurrently, "
+        "in the order asked; each item is the account or its own typed error."
+    )
+    async def billing_accounts(
+        self,
+        info: Info,
+        accounts: Annotated[
+            list[AccountInput], strawberry.argument(description="The accounts to read.")
+        ],
+    ) -> list[BillingAccountResult]:
+        async def one(account: AccountInput) -> BillingAccountResult:
+            try:
+                return await _billing_account(info, account.provider, account.account_id)
+            except GatewayError as exc:
+                return to_graphql_error(exc)
+
+        return list(await asyncio.gather(*(one(account) for account in accounts)))
+
+
+@strawberry.type(description="Start checkouts.")
+class Mutation:
+    @strawberry.mutation(
+        description="Start a hosted checkout at the provider: one upstream call, never retried "
+        "by the gateway. Send the customer to the returned `url`."
+    )
+    async def start_checkout(
+        self,
+        info: Info,
+        input: Annotated[
+            StartCheckoutInput, strawberry.argument(description="What to buy and for whom.")
+        ],
+    ) -> StartCheckoutPayload:
+        context = info.context
+        provider = Provider(input.provider.value)
+        ref = context.account(provider, input.account_id)
+        session = await start_checkout(
+            CheckoutRequest(
+                provider=provider,
+                account_id=input.account_id,
+                plan_id=input.plan_id,
+                success_url=input.success_url,
+                cancel_url=input.cancel_url,
+            ),
+            clients=context.clients,
+            loaders=context.loaders,
+            settings=context.settings,
+            credential=ref.credential,
+        )
+        return CheckoutSession(model=session, ref=ref)
