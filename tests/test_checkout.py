@@ -1,0 +1,243 @@
+"""`startCheckout` through the schema, against the sandbox upstreams in process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.sandbox import (
+    ALMANAC_VIEWER_TOKEN,
+    AUTOPOSTING_SUSPENDED_KEY,
+    Fault,
+    SandboxState,
+)
+from tests.support import Gateway, make_settings
+
+START_CHECKOUT = """
+mutation($input: StartCheckoutInput!) {
+  startCheckout(input: $input) {
+    __typename
+    ... on CheckoutSession { id provider accountId planId url sessionId raw }
+    ... on Error { code message errorProvider: provider }
+    ... on InvalidInputError { field }
+    ... on ProviderError { retryable upstreamStatus upstreamCode }
+  }
+}
+"""
+SUCCESS = "https://app.example.com/billing/success"
+CANCEL = "https://app.example.com/billing/cancel"
+ALMANAC_CHECKOUT = "/v1/organizations/{}/billing/checkout"
+
+
+async def start(gateway: Gateway, headers: dict[str, str] | None = None, **fields: Any) -> Any:
+    data = await gateway.execute(START_CHECKOUT, {"input": fields}, headers=headers)
+    return data["startCheckout"]
+
+
+async def test_an_almanac_checkout_sends_only_its_listed_fields_and_finds_the_session_id(
+    gateway: Gateway, state: SandboxState
+) -> None:
+    session = await start(
+        gateway,
+        provider="ALMANAC",
+        accountId="org_acme",
+        planId="team",
+        successUrl=SUCCESS,
+        cancelUrl=CANCEL,
+    )
+
+    assert session["__typename"] == "CheckoutSession"
+    assert session["provider"] == "ALMANAC"
+    assert session["accountId"] == "org_acme"
+    assert session["sessionId"].startswith("cs_test_")
+    assert session["sessionId"] in session["url"]
+    [call] = state.calls("almanac", "POST", ALMANAC_CHECKOUT.format("org_acme"))
+    assert call.body == {"plan_id": "team", "success_url": SUCCESS}
+    [created] = state.checkouts
+    assert created.session_id == session["sessionId"]
+
+
+async def test_an_almanac_checkout_url_without_a_session_id_gives_a_null_session_id(
+    gateway: Gateway,
+) -> None:
+    session = await start(gateway, provider="ALMANAC", accountId="org_globex", planId="pro")
+
+    assert session["__typename"] == "CheckoutSession"
+    assert session["sessionId"] is None
+    assert session["url"].startswith("http")
+    assert session["id"]
+
+
+async def test_an_almanac_checkout_without_a_success_url_sends_plan_id_alone(
+    gateway: Gateway, state: SandboxState
+) -> None:
+    await start(gateway, provider="ALMANAC", accountId="org_acme", planId="pro")
+
+    [call] = state.calls("almanac", "POST")
+    assert call.body == {"plan_id": "pro"}
+
+
+async def test_an_autoposting_checkout_sends_all_three_fields_and_returns_its_session_id(
+    gateway: Gateway, state: SandboxState
+) -> None:
+    session = await start(
+        gateway, provider="AUTOPOSTING", planId="plan_pro", successUrl=SUCCESS, cancelUrl=CANCEL
+    )
+
+    assert session["__typename"] == "CheckoutSession"
+    assert session["sessionId"].startswith("cs_")
+    assert session["accountId"] == "org-pro-demo"
+    assert session["raw"]["sessionId"] == session["sessionId"]
+    [call] = state.calls("autoposting", "POST", "/billing/checkout")
+    assert call.body == {"planId": "plan_pro", "successUrl": SUCCESS, "cancelUrl": CANCEL}
+    assert len(state.checkouts) == 1
+
+
+async def test_configured_default_redirect_urls_fill_in_omitted_ones(state: SandboxState) -> None:
+    gateway = Gateway(
+        settings=make_settings(
+            GATEWAY_DEFAULT_SUCCESS_URL=SUCCESS, GATEWAY_DEFAULT_CANCEL_URL=CANCEL
+        ),
+        state=state,
+    )
+    try:
+        session = await start(gateway, provider="AUTOPOSTING", planId="plan_pro")
+    finally:
+        await gateway.aclose()
+
+    assert session["__typename"] == "CheckoutSession"
+    [call] = state.calls("autoposting", "POST")
+    assert call.body == {"planId": "plan_pro", "successUrl": SUCCESS, "cancelUrl": CANCEL}
+
+
+async def test_a_checkout_for_a_suspended_account_is_a_billing_suspended_error(
+    gateway: Gateway,
+) -> None:
+    error = await start(
+        gateway,
+        headers={"x-autoposting-api-key": AUTOPOSTING_SUSPENDED_KEY},
+        provider="AUTOPOSTING",
+        planId="plan_pro",
+        successUrl=SUCCESS,
+        cancelUrl=CANCEL,
+    )
+
+    assert error["__typename"] == "BillingSuspendedError"
+    assert error["code"] == "BILLING_SUSPENDED"
+    assert error["errorProvider"] == "AUTOPOSTING"
+
+
+async def test_a_checkout_without_manage_permission_is_a_not_allowed_error(
+    gateway: Gateway, state: SandboxState
+) -> None:
+    error = await start(
+        gateway,
+        headers={"x-almanac-token": ALMANAC_VIEWER_TOKEN},
+        provider="ALMANAC",
+        accountId="org_acme",
+        planId="pro",
+    )
+
+    assert error["__typename"] == "NotAllowedError"
+    assert error["code"] == "NOT_ALLOWED"
+    assert state.checkouts == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"provider": "ALMANAC", "planId": "pro"}, "accountId"),
+        ({"provider": "ALMANAC", "accountId": "org_acme", "planId": ""}, "planId"),
+        ({"provider": "ALMANAC", "accountId": "org_acme", "planId": "p\n"}, "planId"),
+        (
+            {"provider": "ALMANAC", "accountId": "org_acme", "planId": "pro", "successUrl": "/ok"},
+            "successUrl",
+        ),
+        (
+            {
+                "provider": "ALMANAC",
+                "accountId": "org_acme",
+                "planId": "pro",
+                "cancelUrl": "javascript:alert(1)",
+            },
+            "cancelUrl",
+        ),
+        (
+            {"provider": "AUTOPOSTING", "planId": "pro", "successUrl": "ftp://x.example/ok"},
+            "successUrl",
+        ),
+        (
+            {
+                "provider": "AUTOPOSTING",
+                "planId": "plan_gold",
+                "successUrl": SUCCESS,
+                "cancelUrl": CANCEL,
+            },
+            "planId",
+        ),
+        ({"provider": "AUTOPOSTING", "planId": "plan_pro", "successUrl": SUCCESS}, "cancelUrl"),
+        ({"provider": "AUTOPOSTING", "planId": "plan_pro", "cancelUrl": CANCEL}, "successUrl"),
+    ],
+    ids=[
+        "almanac-without-account",
+        "empty-plan",
+        "plan-with-newline",
+        "relative-success-url",
+        "javascript-cancel-url",
+        "ftp-success-url",
+        "plan-outside-the-catalog",
+        "autoposting-without-cancel-url",
+        "autoposting-without-success-url",
+    ],
+)
+async def test_invalid_checkout_input_is_refused_before_any_upstream_call(
+    gateway: Gateway, state: SandboxState, fields: dict[str, str], field: str
+) -> None:
+    error = await start(gateway, **fields)
+
+    assert error["__typename"] == "InvalidInputError"
+    assert error["code"] == "INVALID_INPUT"
+    assert error["field"] == field
+    assert state.count() == 0
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault(status=503), Fault(status=502), Fault(status=429, headers={"Retry-After": "1"})],
+    ids=["503", "502", "429"],
+)
+async def test_a_failed_checkout_post_is_never_retried(state: SandboxState, fault: Fault) -> None:
+    gateway = Gateway(settings=make_settings(GATEWAY_GET_RETRIES="3"), state=state)
+    state.add_fault("autoposting", fault, method="POST")
+    try:
+        error = await start(
+            gateway,
+            provider="AUTOPOSTING",
+            planId="plan_pro",
+            successUrl=SUCCESS,
+            cancelUrl=CANCEL,
+        )
+    finally:
+        await gateway.aclose()
+
+    assert error["__typename"] == "ProviderError"
+    assert error["retryable"] is True
+    assert state.count("autoposting", "POST") == 1
+
+
+async def test_an_autoposting_checkout_for_another_organization_is_refused_before_posting(
+    gateway: Gateway, state: SandboxState
+) -> None:
+    error = await start(
+        gateway,
+        provider="AUTOPOSTING",
+        accountId="org-someone-else",
+        planId="plan_pro",
+        successUrl=SUCCESS,
+        cancelUrl=CANCEL,
+    )
+
+    assert error["__typename"] == "InvalidInputError"
+    assert error["field"] == "accountId"
+    assert state.count("autoposting", "POST") == 0
