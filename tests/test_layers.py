@@ -1,0 +1,79 @@
+"""The layering of STYLE.md, checked on the import statements of every module."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
+
+# Module (or package prefix) -> imports it must not make. Data flows one way:
+# upstreams -> normalize/models -> loaders -> context -> schema -> app.
+FORBIDDEN: dict[str, tuple[str, ...]] = {
+    "gateway.provider": ("gateway.", "httpx", "strawberry", "starlette"),
+    "gateway.errors": ("gateway.models", "gateway.upstreams", "httpx", "strawberry", "starlette"),
+    "gateway.settings": ("gateway.models", "gateway.upstreams", "httpx", "strawberry"),
+    "gateway.upstreams": ("gateway.models", "gateway.normalize", "gateway.loaders", "strawberry",
+                          "starlette", "gateway.schema", "gateway.context"),
+    "gateway.models": ("gateway.upstreams", "gateway.settings", "httpx", "strawberry", "starlette"),
+    "gateway.normalize": ("gateway.upstreams", "gateway.settings", "httpx", "strawberry",
+                          "starlette"),
+    "gateway.loaders": ("strawberry", "starlette", "gateway.schema", "gateway.context"),
+    "gateway.checkout": ("strawberry", "starlette", "httpx", "gateway.schema", "gateway.context"),
+    "gateway.context": ("httpx", "starlette", "gateway.schema", "gateway.upstreams"),
+    "gateway.schema": ("httpx", "starlette", "gateway.upstreams", "gateway.app"),
+    # The sandbox plays the external services: it shares no code with the gateway.
+    "gateway.sandbox": ("gateway.errors", "gateway.models", "gateway.normalize",
+                        "gateway.upstreams", "gateway.loaders", "gateway.schema",
+                        "gateway.settings", "gateway.context", "strawberry", "httpx"),
+}  # fmt: skip
+ENTRY_POINTS = ("gateway.app", "gateway.__main__")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+MODULES = {_module_name(path): _imports(path) for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _matches(name: str, prefix: str) -> bool:
+    return name == prefix.rstrip(".") or name.startswith(
+        prefix if prefix.endswith(".") else prefix + "."
+    )
+
+
+@pytest.mark.parametrize("module", sorted(MODULES), ids=str)
+def test_a_module_imports_nothing_its_layer_forbids(module: str) -> None:
+    rules = [forbidden for owner, forbidden in FORBIDDEN.items() if _matches(module, owner)]
+    broken = sorted(
+        name
+        for name in MODULES[module]
+        for forbidden in rules
+        for prefix in forbidden
+        if _matches(name, prefix) and not _matches(name, module)
+    )
+
+    assert broken == []
+
+
+@pytest.mark.parametrize("module", sorted(set(MODULES) - set(ENTRY_POINTS)), ids=str)
+def test_nothing_imports_the_app_or_the_command_line(module: str) -> None:
+    assert not any(_matches(name, entry) for name in MODULES[module] for entry in ENTRY_POINTS)
+
+
+def test_the_layer_rules_name_only_modules_that_exist() -> None:
+    assert all(any(_matches(m, owner) for m in MODULES) for owner in FORBIDDEN)
