@@ -22,7 +22,9 @@ ACCOUNT_FIELDS = """
       plans { planId name current group features { featureId included } }
       subscription { status statusRaw trialEnd currentPeriodEnd pendingPlanId suspendedAt }
       manage { allowed reason reasonRaw }
-      usageMeters { id featureId used granted remaining unlimited overageAllowed usedFraction resetsAt }
+      usageMeters {
+        id featureId used granted remaining unlimited overageAllowed usedFraction resetsAt
+      }
     }
     ... on Error { code message errorProvider: provider }
     ... on InvalidInputError { field }
