@@ -6,16 +6,19 @@ Nothing reads the environment at import time; `create_app(settings)` receives wh
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from starlette.config import Config
 
 from gateway.provider import Provider
+
+T = TypeVar("T")
 
 DEFAULT_ALMANAC_URL = "https://almanac-backend-83vc.onrender.com"
 DEFAULT_AUTOPOSTING_URL = "https://app.autoposting.ai/api-proxy"
@@ -48,8 +51,10 @@ class Credential:
     value: str = field(repr=False)
 
     def __post_init__(self) -> None:
-        if not self.value or self.value != self.value.strip():
-            raise ConfigurationError("a credential must be a non-empty token without spaces")
+        if not self.value or any(c.isspace() or not c.isprintable() for c in self.value):
+            raise ConfigurationError(
+                "a credential must be a non-empty token without spaces or control characters"
+            )
 
     def reveal(self) -> str:
         """The token itself, for an Authorization header and nothing else."""
@@ -96,82 +101,120 @@ class Settings:
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
     """Read `Settings` from environment variables (see the README's configuration table)."""
-    config = Config(environ=environ)
-
-    def credential(name: str) -> Credential | None:
-        raw = config(name, default="").strip()
-        return Credential(raw) if raw else None
-
-    def number(name: str, default: float) -> float:
-        value = config(name, cast=float, default=default)
-        if value <= 0:
-            raise ConfigurationError(f"{name} must be a positive number of seconds")
-        return value
-
-    def url(name: str, default: str | None) -> str | None:
-        raw = config(name, default=default or "").strip()
-        if not raw:
-            return None
-        if not is_http_url(raw):
-            raise ConfigurationError(f"{name} must be an absolute http(s) URL")
-        return raw
-
-    def base_url(name: str, default: str) -> str:
-        # Every upstream path starts with "/", so a base URL keeps no trailing slash.
-        return (url(name, default) or default).rstrip("/")
-
-    def currency(name: str) -> str:
-        raw = config(name, default=DEFAULT_CURRENCY).strip().upper()
-        if len(raw) != 3 or not raw.isalpha():
-            raise ConfigurationError(f"{name} must be a three-letter ISO 4217 code")
-        return raw
-
-    retries = config("GATEWAY_GET_RETRIES", cast=int, default=DEFAULT_GET_RETRIES)
+    env = _Environment(environ)
+    retries = env.integer("GATEWAY_GET_RETRIES", DEFAULT_GET_RETRIES)
     if not 0 <= retries <= 5:
         raise ConfigurationError("GATEWAY_GET_RETRIES must be between 0 and 5")
-    connect = number("GATEWAY_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
+    connect = env.seconds("GATEWAY_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
 
-    period = config("GATEWAY_AUTOPOSTING_TOKENS_PERIOD", default=DEFAULT_AUTOPOSTING_TOKENS_PERIOD)
+    period = env.text("GATEWAY_AUTOPOSTING_TOKENS_PERIOD", DEFAULT_AUTOPOSTING_TOKENS_PERIOD)
     if period not in AUTOPOSTING_TOKENS_PERIODS:
         allowed = ", ".join(AUTOPOSTING_TOKENS_PERIODS)
         raise ConfigurationError(f"GATEWAY_AUTOPOSTING_TOKENS_PERIOD must be one of {allowed}")
-    max_accounts = config(
-        "GATEWAY_MAX_ACCOUNTS_PER_REQUEST", cast=int, default=DEFAULT_MAX_ACCOUNTS_PER_REQUEST
-    )
+    max_accounts = env.integer("GATEWAY_MAX_ACCOUNTS_PER_REQUEST", DEFAULT_MAX_ACCOUNTS_PER_REQUEST)
     if max_accounts < 1:
         raise ConfigurationError("GATEWAY_MAX_ACCOUNTS_PER_REQUEST must be at least 1")
 
     return Settings(
         almanac=UpstreamSettings(
             provider=Provider.ALMANAC,
-            base_url=base_url("GATEWAY_ALMANAC_URL", DEFAULT_ALMANAC_URL),
-            credential=credential("GATEWAY_ALMANAC_TOKEN"),
-            currency=currency("GATEWAY_ALMANAC_CURRENCY"),
+            base_url=env.base_url("GATEWAY_ALMANAC_URL", DEFAULT_ALMANAC_URL),
+            credential=env.credential("GATEWAY_ALMANAC_TOKEN"),
+            currency=env.currency("GATEWAY_ALMANAC_CURRENCY"),
             connect_timeout=connect,
-            read_timeout=number("GATEWAY_ALMANAC_READ_TIMEOUT", DEFAULT_ALMANAC_READ_TIMEOUT),
+            read_timeout=env.seconds("GATEWAY_ALMANAC_READ_TIMEOUT", DEFAULT_ALMANAC_READ_TIMEOUT),
             get_retries=retries,
         ),
         autoposting=UpstreamSettings(
             provider=Provider.AUTOPOSTING,
-            base_url=base_url("GATEWAY_AUTOPOSTING_URL", DEFAULT_AUTOPOSTING_URL),
-            credential=credential("GATEWAY_AUTOPOSTING_API_KEY"),
-            currency=currency("GATEWAY_AUTOPOSTING_CURRENCY"),
+            base_url=env.base_url("GATEWAY_AUTOPOSTING_URL", DEFAULT_AUTOPOSTING_URL),
+            credential=env.credential("GATEWAY_AUTOPOSTING_API_KEY"),
+            currency=env.currency("GATEWAY_AUTOPOSTING_CURRENCY"),
             connect_timeout=connect,
-            read_timeout=number(
+            read_timeout=env.seconds(
                 "GATEWAY_AUTOPOSTING_READ_TIMEOUT", DEFAULT_AUTOPOSTING_READ_TIMEOUT
             ),
             get_retries=retries,
         ),
         autoposting_plans=load_plan_catalog(
-            inline=config("GATEWAY_AUTOPOSTING_PLANS", default=""),
-            path=config("GATEWAY_AUTOPOSTING_PLANS_FILE", default=""),
+            inline=env.text("GATEWAY_AUTOPOSTING_PLANS"),
+            path=env.text("GATEWAY_AUTOPOSTING_PLANS_FILE"),
         ),
         autoposting_tokens_period=period,
-        default_success_url=url("GATEWAY_DEFAULT_SUCCESS_URL", None),
-        default_cancel_url=url("GATEWAY_DEFAULT_CANCEL_URL", None),
+        default_success_url=env.url("GATEWAY_DEFAULT_SUCCESS_URL"),
+        default_cancel_url=env.url("GATEWAY_DEFAULT_CANCEL_URL"),
         max_accounts_per_request=max_accounts,
-        graphiql=config("GATEWAY_GRAPHIQL", cast=bool, default=True),
+        graphiql=env.flag("GATEWAY_GRAPHIQL", default=True),
     )
+
+
+class _Environment:
+    """Typed reads of environment variables; a bad value is a `ConfigurationError` naming it."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._config = Config(environ=environ)
+
+    def text(self, name: str, default: str = "") -> str:
+        return str(self._config(name, default=default)).strip()
+
+    def _cast(self, name: str, cast: Callable[[str], T], default: T, what: str) -> T:
+        raw = self.text(name)
+        if not raw:
+            return default
+        try:
+            return cast(raw)
+        except ValueError:
+            raise ConfigurationError(f"{name} must be {what}") from None
+
+    def integer(self, name: str, default: int) -> int:
+        return self._cast(name, int, default, "a whole number")
+
+    def flag(self, name: str, *, default: bool) -> bool:
+        return self._cast(name, _parse_flag, default, "true or false")
+
+    def seconds(self, name: str, default: float) -> float:
+        value = self._cast(name, float, default, "a positive number of seconds")
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigurationError(f"{name} must be a positive number of seconds")
+        return value
+
+    def credential(self, name: str) -> Credential | None:
+        raw = self.text(name)
+        if not raw:
+            return None
+        try:
+            return Credential(raw)
+        except ConfigurationError:
+            raise ConfigurationError(
+                f"{name} must be a token without spaces or control characters"
+            ) from None
+
+    def url(self, name: str, default: str | None = None) -> str | None:
+        raw = self.text(name, default or "")
+        if not raw:
+            return None
+        if not is_http_url(raw):
+            raise ConfigurationError(f"{name} must be an absolute http(s) URL")
+        return raw
+
+    def base_url(self, name: str, default: str) -> str:
+        # Every upstream path starts with "/", so a base URL keeps no trailing slash.
+        return (self.url(name, default) or default).rstrip("/")
+
+    def currency(self, name: str) -> str:
+        raw = self.text(name, DEFAULT_CURRENCY).upper()
+        if len(raw) != 3 or not (raw.isascii() and raw.isalpha()):
+            raise ConfigurationError(f"{name} must be a three-letter ISO 4217 code")
+        return raw
+
+
+def _parse_flag(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
 
 
 def is_http_url(value: str) -> bool:
@@ -220,9 +263,11 @@ def load_plan_catalog(*, inline: str, path: str) -> tuple[Mapping[str, Any], ...
         price = entry.get("price")
         if price is not None:
             try:
-                Decimal(str(price))
+                amount = Decimal(str(price))
             except InvalidOperation as exc:
                 raise ConfigurationError(f"{where}: 'price' must be a number") from exc
+            if isinstance(price, bool) or not amount.is_finite() or amount < 0:
+                raise ConfigurationError(f"{where}: 'price' must be a finite, non-negative number")
         features = entry.get("features", [])
         if not isinstance(features, list) or not all(
             isinstance(f, dict) and isinstance(f.get("id"), str) for f in features

@@ -16,6 +16,9 @@ def check_identifier(value: str, *, field: str) -> str:
         )
     if any(c.isspace() or not c.isprintable() for c in value):
         raise InvalidInput(f"{field} must not contain spaces or control characters.", field=field)
+    if value.strip(".") == "":
+        # "." and ".." would be dot segments in an upstream URL path and reach another endpoint.
+        raise InvalidInput(f"{field} must not consist of dots only.", field=field)
     return value
 
 

@@ -240,8 +240,9 @@ class UpstreamClient:
             status,
             f" ({upstream_code})" if upstream_code else "",
         )
+        not_retried = " The request was sent once and not retried." if method == "POST" else ""
         raise error_class(
-            status_message(self.provider.label, status, upstream_code),
+            status_message(self.provider.label, status, upstream_code) + not_retried,
             provider=self.provider,
             status=status,
             upstream_code=upstream_code,
@@ -278,11 +279,11 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if value is None or not value.strip():
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
         return None

@@ -9,7 +9,12 @@ from gateway.upstreams._base import UpstreamClient
 
 
 def _billing_path(organization_id: str) -> str:
-    return f"/v1/organizations/{quote(organization_id, safe='')}/billing"
+    segment = quote(organization_id, safe="")
+    if not segment.strip("."):
+        # "." or ".." as a segment would be resolved away by URL normalization and reach another
+        # endpoint with the caller's credential.
+        segment = segment.replace(".", "%2E")
+    return f"/v1/organizations/{segment}/billing"
 
 
 class AlmanacClient(UpstreamClient):
