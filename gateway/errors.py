@@ -58,6 +58,12 @@ class GatewayError(Exception):
         self.message = message
         self.provider = provider
 
+    def concerning(self, provider: Provider) -> GatewayError:
+        """This error, attributed to `provider` unless it already names one."""
+        if self.provider is None:
+            self.provider = provider
+        return self
+
 
 class InvalidInput(GatewayError):
     """An argument the gateway rejects before calling any upstream."""

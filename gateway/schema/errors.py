@@ -36,8 +36,9 @@ logger = logging.getLogger("gateway.errors")
 class Error:
     code: ErrorCodeEnum = strawberry.field(description="Machine-readable code of the failure.")
     message: str = strawberry.field(description="What went wrong, safe to show a person.")
-    provider: ProviderEnum | None = strawberry.field(
-        description="The provider the failure concerns, if one."
+    provider: ProviderEnum = strawberry.field(
+        description="The provider the failure concerns: the one the account or checkout was "
+        "asked of."
     )
 
 
@@ -90,14 +91,16 @@ ERROR_TYPES: tuple[tuple[type[GatewayError], type[ErrorType]], ...] = (
 
 
 def to_graphql_error(exc: GatewayError) -> ErrorType:
-    """The typed GraphQL error for an expected failure."""
+    """The typed GraphQL error for an expected failure that names its provider."""
+    if exc.provider is None:
+        raise TypeError(f"{type(exc).__name__} names no provider") from exc
     error_type = next((typ for cls, typ in ERROR_TYPES if isinstance(exc, cls)), None)
     if error_type is None:
         raise TypeError(f"{type(exc).__name__} has no GraphQL error type") from exc
     common: dict[str, Any] = {
         "code": from_domain(ErrorCodeEnum, exc.code),
         "message": exc.message,
-        "provider": from_domain(ProviderEnum, exc.provider) if exc.provider else None,
+        "provider": from_domain(ProviderEnum, exc.provider),
     }
     if error_type is InvalidInputError:
         assert isinstance(exc, InvalidInput)

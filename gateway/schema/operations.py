@@ -75,10 +75,15 @@ class StartCheckoutInput:
 
 
 async def _billing_account(
-    info: Info, provider: ProviderEnum, account_id: str | None
+    info: Info, provider_enum: ProviderEnum, account_id: str | None
 ) -> BillingAccount:
-    ref = info.context.account(Provider(provider.value), account_id)
-    await info.context.loaders.source(ref.provider).ensure(ref)
+    provider = Provider(provider_enum.value)
+    try:
+        ref = info.context.account(provider, account_id)
+        await info.context.loaders.source(provider).ensure(ref)
+    except GatewayError as exc:
+        exc.concerning(provider)
+        raise
     return BillingAccount(ref=ref)
 
 
@@ -130,18 +135,22 @@ class Mutation:
     ) -> StartCheckoutPayload:
         context = info.context
         provider = Provider(input.provider.value)
-        ref = context.account(provider, input.account_id)
-        session = await start_checkout(
-            CheckoutRequest(
-                provider=provider,
-                account_id=input.account_id,
-                plan_id=input.plan_id,
-                success_url=input.success_url,
-                cancel_url=input.cancel_url,
-            ),
-            clients=context.clients,
-            loaders=context.loaders,
-            settings=context.settings,
-            credential=ref.credential,
-        )
+        try:
+            ref = context.account(provider, input.account_id)
+            session = await start_checkout(
+                CheckoutRequest(
+                    provider=provider,
+                    account_id=input.account_id,
+                    plan_id=input.plan_id,
+                    success_url=input.success_url,
+                    cancel_url=input.cancel_url,
+                ),
+                clients=context.clients,
+                loaders=context.loaders,
+                settings=context.settings,
+                credential=ref.credential,
+            )
+        except GatewayError as exc:
+            exc.concerning(provider)
+            raise
         return CheckoutSession(model=session, ref=ref)
