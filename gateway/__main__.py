@@ -62,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # httpx logs every request URL at INFO; the gateway's own upstream log says what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         if args.command == "export-schema":
             return _export_schema(args.output)
