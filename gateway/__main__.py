@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import uvicorn
 
@@ -29,6 +29,9 @@ from gateway.settings import ConfigurationError, load_settings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+# The gateway key of demo mode: the sandbox credentials are service credentials, and a gateway
+# with service credentials asks its callers for a key.
+DEMO_API_KEY = "demo-gateway-key"
 CURL_QUERY = (
     '{ billingAccount(provider: ALMANAC, accountId: "org_acme") '
     "{ __typename ... on BillingAccount { currentPlan { name } } } }"
@@ -120,6 +123,9 @@ def demo_environ(
         "GATEWAY_AUTOPOSTING_API_KEY": AUTOPOSTING_PRO_KEY,
         "GATEWAY_DEFAULT_SUCCESS_URL": f"{gateway_url}/?checkout=success",
         "GATEWAY_DEFAULT_CANCEL_URL": f"{gateway_url}/?checkout=cancel",
+        "GATEWAY_API_KEYS": environ.get("GATEWAY_API_KEYS") or DEMO_API_KEY,
+        "GATEWAY_REDIRECT_HOSTS": environ.get("GATEWAY_REDIRECT_HOSTS")
+        or f"{urlsplit(gateway_url).hostname},app.example.com",
     }
 
 

@@ -5,6 +5,7 @@ caller (never an upstream body, a URL with its query or a credential)::
 
     GatewayError                      code
     ├── InvalidInput                  INVALID_INPUT        bad arguments, caught before any call
+    │   └── IdempotencyConflict       IDEMPOTENCY_CONFLICT a reused key with other input
     ├── MissingCredentials            UNAUTHENTICATED      no credential for a provider
     └── UpstreamError                 (per leaf)           a provider answered badly or not at all
         ├── UpstreamUnauthorized      UNAUTHENTICATED      401
@@ -14,6 +15,7 @@ caller (never an upstream body, a URL with its query or a credential)::
         ├── UpstreamRejected          UPSTREAM_REJECTED    400, 402, 409, 422 and other 4xx
         ├── UpstreamRateLimited       RATE_LIMITED         429, retryable, with retry_after
         ├── UpstreamUnavailable       UPSTREAM_UNAVAILABLE 5xx, retryable
+        │   └── UpstreamCircuitOpen   UPSTREAM_UNAVAILABLE failing fast while the breaker is open
         ├── UpstreamTimeout           UPSTREAM_TIMEOUT     connect or read timeout, retryable
         ├── UpstreamUnreachable       UPSTREAM_UNREACHABLE connection refused or dropped, retryable
         └── UpstreamBadResponse       UPSTREAM_BAD_RESPONSE answer breaks the contract
@@ -33,6 +35,7 @@ class ErrorCode(enum.Enum):
     """Machine-readable error codes, shared by typed errors and `extensions.code`."""
 
     INVALID_INPUT = "INVALID_INPUT"
+    IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     NOT_ALLOWED = "NOT_ALLOWED"
     BILLING_SUSPENDED = "BILLING_SUSPENDED"
@@ -75,6 +78,12 @@ class InvalidInput(GatewayError):
     ) -> None:
         super().__init__(message, provider=provider)
         self.field = field
+
+
+class IdempotencyConflict(InvalidInput):
+    """An idempotency key was used before with different input."""
+
+    code = ErrorCode.IDEMPOTENCY_CONFLICT
 
 
 class MissingCredentials(GatewayError):
@@ -145,6 +154,10 @@ class UpstreamUnavailable(UpstreamError):
 
     code = ErrorCode.UPSTREAM_UNAVAILABLE
     retryable = True
+
+
+class UpstreamCircuitOpen(UpstreamUnavailable):
+    """Calls to the provider fail fast after repeated failures; `retry_after` says for how long."""
 
 
 class UpstreamTimeout(UpstreamError):

@@ -31,6 +31,15 @@ DEFAULT_GET_RETRIES = 2
 DEFAULT_RETRY_BACKOFF = 0.2
 DEFAULT_RETRY_AFTER_CAP = 5.0
 DEFAULT_MAX_ACCOUNTS_PER_REQUEST = 25
+DEFAULT_BREAKER_FAILURES = 5
+DEFAULT_BREAKER_RESET = 30.0
+DEFAULT_RETRY_BUDGET_RATIO = 0.2
+DEFAULT_RETRY_BUDGET_MIN_PER_SECOND = 1.0
+DEFAULT_IDEMPOTENCY_TTL = 24 * 3600.0
+DEFAULT_MAX_QUERY_DEPTH = 10
+DEFAULT_MAX_ALIASES = 30
+DEFAULT_MAX_TOKENS = 2000
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_AUTOPOSTING_TOKENS_PERIOD = "30d"
 AUTOPOSTING_TOKENS_PERIODS = ("7d", "30d", "90d")
 # Autoposting has no plan catalog endpoint. Its docs name one plan, as `pro` (billing status) and
@@ -79,6 +88,12 @@ class UpstreamSettings:
     get_retries: int = DEFAULT_GET_RETRIES
     retry_backoff: float = DEFAULT_RETRY_BACKOFF
     retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP
+    # Retries may add at most this fraction of the calls made, over and above a small floor.
+    retry_budget_ratio: float = DEFAULT_RETRY_BUDGET_RATIO
+    retry_budget_min_per_second: float = DEFAULT_RETRY_BUDGET_MIN_PER_SECOND
+    # After this many consecutive failures calls fail fast for `breaker_reset` seconds.
+    breaker_failures: int = DEFAULT_BREAKER_FAILURES
+    breaker_reset: float = DEFAULT_BREAKER_RESET
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +108,17 @@ class Settings:
     default_cancel_url: str | None = None
     max_accounts_per_request: int = DEFAULT_MAX_ACCOUNTS_PER_REQUEST
     graphiql: bool = True
+    introspection: bool = True
+    # Hosts a checkout may redirect to ("*.example.com" matches subdomains); empty: none.
+    redirect_hosts: tuple[str, ...] = ()
+    # Keys callers present as `Authorization: Bearer <key>`; empty: no gateway key is asked for.
+    api_keys: tuple[Credential, ...] = ()
+    idempotency_ttl: float = DEFAULT_IDEMPOTENCY_TTL
+    max_query_depth: int = DEFAULT_MAX_QUERY_DEPTH
+    max_aliases: int = DEFAULT_MAX_ALIASES
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    cors_origins: tuple[str, ...] = ()
 
     def upstream(self, provider: Provider) -> UpstreamSettings:
         """The settings of one provider."""
@@ -105,46 +131,78 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     retries = env.integer("GATEWAY_GET_RETRIES", DEFAULT_GET_RETRIES)
     if not 0 <= retries <= 5:
         raise ConfigurationError("GATEWAY_GET_RETRIES must be between 0 and 5")
-    connect = env.seconds("GATEWAY_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT)
 
     period = env.text("GATEWAY_AUTOPOSTING_TOKENS_PERIOD", DEFAULT_AUTOPOSTING_TOKENS_PERIOD)
     if period not in AUTOPOSTING_TOKENS_PERIODS:
         allowed = ", ".join(AUTOPOSTING_TOKENS_PERIODS)
         raise ConfigurationError(f"GATEWAY_AUTOPOSTING_TOKENS_PERIOD must be one of {allowed}")
-    max_accounts = env.integer("GATEWAY_MAX_ACCOUNTS_PER_REQUEST", DEFAULT_MAX_ACCOUNTS_PER_REQUEST)
-    if max_accounts < 1:
-        raise ConfigurationError("GATEWAY_MAX_ACCOUNTS_PER_REQUEST must be at least 1")
+    default_success_url = env.url("GATEWAY_DEFAULT_SUCCESS_URL")
+    default_cancel_url = env.url("GATEWAY_DEFAULT_CANCEL_URL")
+    redirect_hosts = env.hosts("GATEWAY_REDIRECT_HOSTS") or tuple(
+        dict.fromkeys(
+            urlsplit(url).hostname or "" for url in (default_success_url, default_cancel_url) if url
+        )
+    )
+    almanac_credential = env.credential("GATEWAY_ALMANAC_TOKEN")
+    autoposting_credential = env.credential("GATEWAY_AUTOPOSTING_API_KEY")
+    api_keys = env.credentials("GATEWAY_API_KEYS")
+    if (almanac_credential or autoposting_credential) and not api_keys:
+        raise ConfigurationError(
+            "service credentials are configured (GATEWAY_ALMANAC_TOKEN or "
+            "GATEWAY_AUTOPOSTING_API_KEY): set GATEWAY_API_KEYS too, so that only your callers "
+            "can spend them"
+        )
+    upstream_common: dict[str, Any] = {
+        "connect_timeout": env.seconds("GATEWAY_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
+        "get_retries": retries,
+        "retry_budget_ratio": env.fraction(
+            "GATEWAY_RETRY_BUDGET_RATIO", DEFAULT_RETRY_BUDGET_RATIO
+        ),
+        "breaker_failures": env.positive_integer(
+            "GATEWAY_BREAKER_FAILURES", DEFAULT_BREAKER_FAILURES
+        ),
+        "breaker_reset": env.seconds("GATEWAY_BREAKER_RESET_SECONDS", DEFAULT_BREAKER_RESET),
+    }
 
     return Settings(
         almanac=UpstreamSettings(
             provider=Provider.ALMANAC,
             base_url=env.base_url("GATEWAY_ALMANAC_URL", DEFAULT_ALMANAC_URL),
-            credential=env.credential("GATEWAY_ALMANAC_TOKEN"),
+            credential=almanac_credential,
             currency=env.currency("GATEWAY_ALMANAC_CURRENCY"),
-            connect_timeout=connect,
             read_timeout=env.seconds("GATEWAY_ALMANAC_READ_TIMEOUT", DEFAULT_ALMANAC_READ_TIMEOUT),
-            get_retries=retries,
+            **upstream_common,
         ),
         autoposting=UpstreamSettings(
             provider=Provider.AUTOPOSTING,
             base_url=env.base_url("GATEWAY_AUTOPOSTING_URL", DEFAULT_AUTOPOSTING_URL),
-            credential=env.credential("GATEWAY_AUTOPOSTING_API_KEY"),
+            credential=autoposting_credential,
             currency=env.currency("GATEWAY_AUTOPOSTING_CURRENCY"),
-            connect_timeout=connect,
             read_timeout=env.seconds(
                 "GATEWAY_AUTOPOSTING_READ_TIMEOUT", DEFAULT_AUTOPOSTING_READ_TIMEOUT
             ),
-            get_retries=retries,
+            **upstream_common,
         ),
         autoposting_plans=load_plan_catalog(
             inline=env.text("GATEWAY_AUTOPOSTING_PLANS"),
             path=env.text("GATEWAY_AUTOPOSTING_PLANS_FILE"),
         ),
         autoposting_tokens_period=period,
-        default_success_url=env.url("GATEWAY_DEFAULT_SUCCESS_URL"),
-        default_cancel_url=env.url("GATEWAY_DEFAULT_CANCEL_URL"),
-        max_accounts_per_request=max_accounts,
+        default_success_url=default_success_url,
+        default_cancel_url=default_cancel_url,
+        max_accounts_per_request=env.positive_integer(
+            "GATEWAY_MAX_ACCOUNTS_PER_REQUEST", DEFAULT_MAX_ACCOUNTS_PER_REQUEST
+        ),
         graphiql=env.flag("GATEWAY_GRAPHIQL", default=True),
+        introspection=env.flag("GATEWAY_INTROSPECTION", default=True),
+        redirect_hosts=redirect_hosts,
+        api_keys=api_keys,
+        idempotency_ttl=env.seconds("GATEWAY_IDEMPOTENCY_TTL_SECONDS", DEFAULT_IDEMPOTENCY_TTL),
+        max_query_depth=env.positive_integer("GATEWAY_MAX_QUERY_DEPTH", DEFAULT_MAX_QUERY_DEPTH),
+        max_aliases=env.positive_integer("GATEWAY_MAX_ALIASES", DEFAULT_MAX_ALIASES),
+        max_tokens=env.positive_integer("GATEWAY_MAX_TOKENS", DEFAULT_MAX_TOKENS),
+        max_body_bytes=env.positive_integer("GATEWAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
+        cors_origins=env.origins("GATEWAY_CORS_ORIGINS"),
     )
 
 
@@ -168,6 +226,54 @@ class _Environment:
 
     def integer(self, name: str, default: int) -> int:
         return self._cast(name, int, default, "a whole number")
+
+    def positive_integer(self, name: str, default: int) -> int:
+        value = self.integer(name, default)
+        if value < 1:
+            raise ConfigurationError(f"{name} must be at least 1")
+        return value
+
+    def fraction(self, name: str, default: float) -> float:
+        value = self._cast(name, float, default, "a number from 0 to 1")
+        if not 0 <= value <= 1:
+            raise ConfigurationError(f"{name} must be a number from 0 to 1")
+        return value
+
+    def items(self, name: str) -> tuple[str, ...]:
+        return tuple(
+            dict.fromkeys(item.strip() for item in self.text(name).split(",") if item.strip())
+        )
+
+    def credentials(self, name: str) -> tuple[Credential, ...]:
+        try:
+            return tuple(Credential(item) for item in self.items(name))
+        except ConfigurationError:
+            raise ConfigurationError(
+                f"{name} must be comma-separated tokens without spaces or control characters"
+            ) from None
+
+    def hosts(self, name: str) -> tuple[str, ...]:
+        hosts = tuple(host.lower() for host in self.items(name))
+        for host in hosts:
+            bare = host.removeprefix("*.")
+            if not bare or "*" in bare or "/" in bare or ":" in bare or not bare.isascii():
+                raise ConfigurationError(
+                    f"{name} must be comma-separated host names, like app.example.com or "
+                    "*.example.com (no scheme, port or path)"
+                )
+        return hosts
+
+    def origins(self, name: str) -> tuple[str, ...]:
+        origins = self.items(name)
+        for origin in origins:
+            parts = urlsplit(origin)
+            if origin != "*" and (
+                parts.scheme not in ("http", "https") or not parts.hostname or parts.path
+            ):
+                raise ConfigurationError(
+                    f"{name} must be comma-separated origins like https://app.example.com, or *"
+                )
+        return origins
 
     def flag(self, name: str, *, default: bool) -> bool:
         return self._cast(name, _parse_flag, default, "true or false")

@@ -25,6 +25,7 @@ from gateway.settings import Settings, load_settings
 
 ALMANAC_TEST_URL = "http://almanac.test"
 AUTOPOSTING_TEST_URL = "http://autoposting.test"
+TEST_API_KEY = "gw-test-key"
 
 
 def make_settings(**environ: str) -> Settings:
@@ -35,6 +36,8 @@ def make_settings(**environ: str) -> Settings:
         "GATEWAY_ALMANAC_TOKEN": ALMANAC_OWNER_TOKEN,
         "GATEWAY_AUTOPOSTING_API_KEY": AUTOPOSTING_PRO_KEY,
         "GATEWAY_GET_RETRIES": "0",
+        "GATEWAY_API_KEYS": TEST_API_KEY,
+        "GATEWAY_REDIRECT_HOSTS": "app.example.com",
     }
     return load_settings({**base, **environ})
 

@@ -19,6 +19,7 @@ from gateway.settings import (
 )
 
 TOKEN = "alm-SECRET-91b2"
+GATEWAY_KEY = "gw-settings-key"
 API_KEY = "sk-social-SECRET-44d0"
 
 # --- defaults and every variable -----------------------------------------------------------------
@@ -188,7 +189,8 @@ READ_TABLE = [
 def test_load_settings_reads_each_variable(
     environ: dict[str, str], read: Read, expected: object
 ) -> None:
-    assert read(load_settings(environ)) == expected
+    # A gateway key, which service credentials require, changes nothing else read here.
+    assert read(load_settings({"GATEWAY_API_KEYS": GATEWAY_KEY, **environ})) == expected
 
 
 def test_unknown_variables_are_ignored() -> None:
@@ -287,12 +289,87 @@ def test_credential_never_shows_its_value(show: Callable[[Credential], str]) -> 
 
 def test_settings_repr_does_not_show_the_tokens() -> None:
     settings = load_settings(
-        {"GATEWAY_ALMANAC_TOKEN": TOKEN, "GATEWAY_AUTOPOSTING_API_KEY": API_KEY}
+        {
+            "GATEWAY_ALMANAC_TOKEN": TOKEN,
+            "GATEWAY_AUTOPOSTING_API_KEY": API_KEY,
+            "GATEWAY_API_KEYS": GATEWAY_KEY,
+        }
     )
 
     for shown in (repr(settings), str(settings), repr(settings.almanac)):
         assert TOKEN not in shown
         assert API_KEY not in shown
+        assert GATEWAY_KEY not in shown
+
+
+@pytest.mark.parametrize(
+    "credential",
+    [{"GATEWAY_ALMANAC_TOKEN": TOKEN}, {"GATEWAY_AUTOPOSTING_API_KEY": API_KEY}],
+    ids=["almanac-token", "autoposting-api-key"],
+)
+def test_service_credentials_without_a_gateway_key_stop_start_up(
+    credential: dict[str, str],
+) -> None:
+    with pytest.raises(ConfigurationError, match="GATEWAY_API_KEYS"):
+        load_settings(credential)
+
+
+SECURITY_TABLE = [
+    pytest.param({}, lambda s: (s.api_keys, s.redirect_hosts, s.cors_origins), ((), (), ()),
+                 id="defaults-ask-for-nothing-and-allow-no-redirect"),
+    pytest.param({"GATEWAY_API_KEYS": "k1, k2,k1"}, lambda s: s.api_keys,
+                 (Credential("k1"), Credential("k2")), id="api-keys-deduplicated"),
+    pytest.param({"GATEWAY_DEFAULT_SUCCESS_URL": "https://a.example/ok",
+                  "GATEWAY_DEFAULT_CANCEL_URL": "https://b.example/no"},
+                 lambda s: s.redirect_hosts, ("a.example", "b.example"),
+                 id="redirect-hosts-default-to-the-default-urls-hosts"),
+    pytest.param({"GATEWAY_REDIRECT_HOSTS": "App.Example.com,*.shop.example",
+                  "GATEWAY_DEFAULT_SUCCESS_URL": "https://a.example/ok"},
+                 lambda s: s.redirect_hosts, ("app.example.com", "*.shop.example"),
+                 id="redirect-hosts-configured-win"),
+    pytest.param({"GATEWAY_CORS_ORIGINS": "https://app.example.com, http://localhost:3000"},
+                 lambda s: s.cors_origins, ("https://app.example.com", "http://localhost:3000"),
+                 id="cors-origins"),
+    pytest.param({"GATEWAY_RETRY_BUDGET_RATIO": "0.5", "GATEWAY_BREAKER_FAILURES": "3",
+                  "GATEWAY_BREAKER_RESET_SECONDS": "10"},
+                 lambda s: (s.almanac.retry_budget_ratio, s.autoposting.breaker_failures,
+                            s.almanac.breaker_reset), (0.5, 3, 10.0), id="resilience-for-both"),
+    pytest.param({"GATEWAY_MAX_QUERY_DEPTH": "5", "GATEWAY_MAX_ALIASES": "7",
+                  "GATEWAY_MAX_TOKENS": "300", "GATEWAY_MAX_BODY_BYTES": "1024",
+                  "GATEWAY_IDEMPOTENCY_TTL_SECONDS": "60", "GATEWAY_INTROSPECTION": "false"},
+                 lambda s: (s.max_query_depth, s.max_aliases, s.max_tokens, s.max_body_bytes,
+                            s.idempotency_ttl, s.introspection), (5, 7, 300, 1024, 60.0, False),
+                 id="limits-and-switches"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("environ", "read", "expected"), SECURITY_TABLE)
+def test_load_settings_reads_the_security_and_resilience_variables(
+    environ: dict[str, str], read: Read, expected: object
+) -> None:
+    assert read(load_settings(environ)) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GATEWAY_API_KEYS", "good,bad key"),
+        ("GATEWAY_REDIRECT_HOSTS", "https://app.example.com"),
+        ("GATEWAY_REDIRECT_HOSTS", "app.example.com:443"),
+        ("GATEWAY_REDIRECT_HOSTS", "*"),
+        ("GATEWAY_REDIRECT_HOSTS", "app.example.com/path"),
+        ("GATEWAY_CORS_ORIGINS", "app.example.com"),
+        ("GATEWAY_CORS_ORIGINS", "https://app.example.com/path"),
+        ("GATEWAY_RETRY_BUDGET_RATIO", "1.5"),
+        ("GATEWAY_BREAKER_FAILURES", "0"),
+        ("GATEWAY_BREAKER_RESET_SECONDS", "-1"),
+        ("GATEWAY_MAX_BODY_BYTES", "0"),
+        ("GATEWAY_INTROSPECTION", "maybe"),
+    ],
+)
+def test_a_bad_security_or_resilience_value_names_its_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings({name: value})
 
 
 def test_credential_reveals_its_value_only_on_request() -> None:

@@ -82,6 +82,10 @@ class ErrorCodeEnum(enum.Enum):
     INVALID_INPUT = strawberry.enum_value(
         "INVALID_INPUT", description="An argument was rejected before any upstream call."
     )
+    IDEMPOTENCY_CONFLICT = strawberry.enum_value(
+        "IDEMPOTENCY_CONFLICT",
+        description="The idempotency key was used before with different input.",
+    )
     UNAUTHENTICATED = strawberry.enum_value(
         "UNAUTHENTICATED",
         description="No credential for the provider, or the provider rejected it.",
