@@ -12,8 +12,9 @@ Loader contract
 from __future__ import annotations
 
 import asyncio
+import enum
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
@@ -151,11 +152,20 @@ class AutopostingProfileByCredentialLoader(ConcurrentLoader[Credential, Autopost
         return normalize.autoposting_profile(await self.client.get_profile(credential=key))
 
 
+class Need(enum.Flag):
+    """Parts of an account a request will read, beyond the primary resource."""
+
+    NONE = 0
+    ACCOUNT_ID = enum.auto()
+    USAGE = enum.auto()
+
+
 class AccountSource(Protocol):
     """What the GraphQL layer can ask of one provider's account; each answer reads a loader."""
 
-    async def ensure(self, ref: AccountRef) -> None:
-        """Load the account's primary resource, raising its failure."""
+    async def ensure(self, ref: AccountRef, needs: Need = Need.NONE) -> None:
+        """Load the account's primary resource, raising its failure; start loading what `needs`
+        names at the same time, so that it costs no second round trip."""
 
     async def account_id(self, ref: AccountRef) -> str:
         """The provider's own id of the account."""
@@ -186,7 +196,7 @@ class AlmanacAccounts:
         assert ref.account_id is not None
         return await self.billing.get(AlmanacKey(ref.account_id, ref.credential))
 
-    async def ensure(self, ref: AccountRef) -> None:
+    async def ensure(self, ref: AccountRef, needs: Need = Need.NONE) -> None:
         await self._load(ref)
 
     async def account_id(self, ref: AccountRef) -> str:
@@ -224,15 +234,22 @@ class AutopostingAccounts:
         self.tokens = tokens
         self.profiles = profiles
 
-    async def ensure(self, ref: AccountRef) -> None:
-        if ref.account_id is None:
-            await self.billing.get(ref.credential)
-            return
-        _, profile = await asyncio.gather(
-            self.billing.get(ref.credential), self.profiles.get(ref.credential)
-        )
-        if profile.organization_id != ref.account_id:
-            raise account_mismatch(ref.provider)
+    async def ensure(self, ref: AccountRef, needs: Need = Need.NONE) -> None:
+        key = ref.credential
+        ahead: list[Awaitable[object]] = []
+        if Need.ACCOUNT_ID in needs or ref.account_id is not None:
+            ahead.append(self.profiles.load(key))
+        if Need.USAGE in needs:
+            ahead += [self.credits.load(key), self.tokens.load(key)]
+        # All in one batch. A failure of a part loaded ahead does not fail the account: it is
+        # cached in its loader and raised where a field awaits that part.
+        billing = (await asyncio.gather(self.billing.load(key), *ahead, return_exceptions=True))[0]
+        if isinstance(billing, BaseException):
+            raise billing
+        if ref.account_id is not None:
+            profile = await self.profiles.get(key)
+            if profile.organization_id != ref.account_id:
+                raise account_mismatch(ref.provider)
 
     async def account_id(self, ref: AccountRef) -> str:
         profile = await self.profiles.get(ref.credential)
@@ -319,4 +336,4 @@ class Loaders:
         return self._sources[provider]
 
 
-__all__ = ["AccountRef", "AccountSource", "Clients", "Loaders"]
+__all__ = ["AccountRef", "AccountSource", "Clients", "Loaders", "Need"]

@@ -338,3 +338,18 @@ async def test_an_upstream_answer_that_breaks_the_contract_is_a_bad_response_err
 
     assert data["billingAccount"]["code"] == "UPSTREAM_BAD_RESPONSE"
     assert "HTML" in data["billingAccount"]["message"]
+
+
+async def test_autoposting_parts_a_query_selects_are_fetched_together_with_its_status(
+    gateway: Gateway, state: SandboxState
+) -> None:
+    state.add_fault("autoposting", Fault(delay=0.05))
+    query = """{ billingAccount(provider: AUTOPOSTING) {
+      ... on BillingAccount { accountId usageMeters { featureId } } } }"""
+
+    data = await gateway.execute(query)
+
+    assert data["billingAccount"]["accountId"] == "org-pro-demo"
+    assert state.count("autoposting") == 4
+    # Status, profile, credits and tokens in one round trip, not status first and then the rest.
+    assert gateway.in_flight.peak == 4

@@ -19,6 +19,7 @@ from gateway.schema.errors import (
     ProviderError,
     to_graphql_error,
 )
+from gateway.schema.selection import selection_needs
 from gateway.schema.types import BillingAccount, CheckoutSession
 
 BillingAccountResult = Annotated[
@@ -80,7 +81,7 @@ async def _billing_account(
     provider = Provider(provider_enum.value)
     try:
         ref = info.context.account(provider, account_id)
-        await info.context.loaders.source(provider).ensure(ref)
+        await info.context.loaders.source(provider).ensure(ref, selection_needs(info))
     except GatewayError as exc:
         exc.concerning(provider)
         raise
