@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import strawberry
 
 from gateway.errors import InvalidInput, MissingCredentials
+from gateway.idempotency import IdempotencyStore, digest
 from gateway.loaders import AccountRef, Clients, Loaders
 from gateway.provider import Provider
 from gateway.settings import ConfigurationError, Credential, Settings
@@ -29,6 +30,10 @@ class Context:
     clients: Clients
     loaders: Loaders
     request_credentials: Mapping[Provider, str]
+    # Shared by every request of the app: checkout idempotency keys outlive a request.
+    idempotency: IdempotencyStore
+    # A digest of the caller's gateway key (`Authorization: Bearer ...`), if one was presented.
+    caller: str | None = None
     accounts_seen: set[tuple[Provider, str | None]] = field(default_factory=set)
 
     def credential(self, provider: Provider) -> Credential:
@@ -64,8 +69,17 @@ class Context:
         return AccountRef(provider, account_id, self.credential(provider))
 
 
-def build_context(settings: Settings, clients: Clients, headers: Mapping[str, str]) -> Context:
-    """A fresh context for one request, with loaders that live only as long as it."""
+def build_context(
+    settings: Settings,
+    clients: Clients,
+    headers: Mapping[str, str],
+    *,
+    idempotency: IdempotencyStore,
+) -> Context:
+    """A fresh context for one request, with loaders that live only as long as it.
+
+    `clients` and `idempotency` are the app's own, shared by all its requests.
+    """
     return Context(
         settings=settings,
         clients=clients,
@@ -75,7 +89,18 @@ def build_context(settings: Settings, clients: Clients, headers: Mapping[str, st
             for provider, name in CREDENTIAL_HEADERS.items()
             if name in headers
         },
+        idempotency=idempotency,
+        caller=caller_digest(headers.get("authorization")),
     )
+
+
+def caller_digest(authorization: str | None) -> str | None:
+    """A digest of the bearer token of an `Authorization` header: who the caller is, not the key."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else authorization.strip()
+    return digest(token) if token else None
 
 
 Info = strawberry.Info[Context, None]

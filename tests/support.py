@@ -3,7 +3,7 @@ unexpected errors."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +11,7 @@ import httpx
 import strawberry
 
 from gateway.context import build_context
+from gateway.idempotency import IdempotencyStore, MemoryIdempotencyStore
 from gateway.loaders import Clients
 from gateway.provider import Provider
 from gateway.sandbox import (
@@ -66,15 +67,24 @@ class InFlightTransport(httpx.AsyncBaseTransport):
             self.counter.now -= 1
 
 
+TransportWrapper = Callable[[Provider, httpx.AsyncBaseTransport], httpx.AsyncBaseTransport]
+
+
 @dataclass
 class Gateway:
-    """The schema over clients whose transports reach the sandbox apps in process."""
+    """The schema over clients whose transports reach the sandbox apps in process.
+
+    Like the app, it keeps one idempotency store for all its requests (in memory, with the
+    settings' TTL, unless one is given). `wrap_transport` may wrap each provider's transport.
+    """
 
     settings: Settings
     state: SandboxState
     schema: strawberry.Schema = field(default_factory=build_schema)
     in_flight: InFlight = field(default_factory=InFlight)
     clients: Clients | None = None
+    idempotency: IdempotencyStore | None = None
+    wrap_transport: TransportWrapper | None = None
 
     def __post_init__(self) -> None:
         apps = {
@@ -85,7 +95,11 @@ class Gateway:
             provider: InFlightTransport(httpx.ASGITransport(app=app), self.in_flight)
             for provider, app in apps.items()
         }
+        if self.wrap_transport is not None:
+            transports = {p: self.wrap_transport(p, t) for p, t in transports.items()}
         self.clients = Clients.create(self.settings, transports)
+        if self.idempotency is None:
+            self.idempotency = MemoryIdempotencyStore(self.settings.idempotency_ttl)
 
     def with_settings(self, **environ: str) -> Gateway:
         return Gateway(settings=make_settings(**environ), state=self.state)
@@ -100,7 +114,10 @@ class Gateway:
     ) -> Any:
         """Run one operation with a fresh request context; fails on errors unless expected."""
         assert self.clients is not None
-        context = build_context(self.settings, self.clients, headers or {})
+        assert self.idempotency is not None
+        context = build_context(
+            self.settings, self.clients, headers or {}, idempotency=self.idempotency
+        )
         result = await self.schema.execute(
             query, variable_values=dict(variables or {}), context_value=context
         )

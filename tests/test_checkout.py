@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -241,3 +242,176 @@ async def test_an_autoposting_checkout_for_another_organization_is_refused_befor
     assert error["__typename"] == "InvalidInputError"
     assert error["field"] == "accountId"
     assert state.count("autoposting", "POST") == 0
+
+
+# --- redirect allowlist --------------------------------------------------------------------------
+
+REDIRECT_HOSTS = "app.example.com,*.example.org"
+
+
+@pytest.fixture
+async def allowlisted(state: SandboxState) -> AsyncIterator[Gateway]:
+    gateway = Gateway(settings=make_settings(GATEWAY_REDIRECT_HOSTS=REDIRECT_HOSTS), state=state)
+    yield gateway
+    await gateway.aclose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://app.example.com/billing/success",
+        "https://APP.Example.COM/billing/success",
+        "http://app.example.com/billing/success",
+        "https://app.example.com:8443/billing/success",
+        "https://app.example.com./billing/success",
+        "https://pay.example.org/success",
+        "https://a.b.example.org/success",
+        "https://xn--bcher-kva.example.org/success",
+        "https://someone@app.example.com/billing/success",
+    ],
+    ids=[
+        "listed-host",
+        "uppercase-host",
+        "plain-http",
+        "with-a-port",
+        "trailing-dot",
+        "wildcard-subdomain",
+        "wildcard-deeper-subdomain",
+        "punycode-subdomain",
+        "userinfo-before-a-listed-host",
+    ],
+)
+async def test_a_redirect_url_on_an_allowed_host_is_sent_as_given(
+    allowlisted: Gateway, state: SandboxState, url: str
+) -> None:
+    session = await start(
+        allowlisted, provider="AUTOPOSTING", planId="plan_pro", successUrl=url, cancelUrl=CANCEL
+    )
+
+    assert session["__typename"] == "CheckoutSession"
+    [call] = state.calls("autoposting", "POST")
+    assert call.body["successUrl"] == url
+
+
+REFUSED_REDIRECTS = [
+    pytest.param("https://example.org/success", "successUrl", id="bare-domain-of-a-wildcard"),
+    pytest.param("https://evil.com/success", "successUrl", id="other-host"),
+    pytest.param("https://evilexample.org/success", "successUrl", id="same-suffix-no-dot"),
+    pytest.param("https://app.example.com.evil.com/", "successUrl", id="listed-host-as-prefix"),
+    pytest.param("https://app.example.com@evil.com/", "successUrl", id="userinfo-trick"),
+    pytest.param("https://evil.com\\@app.example.com/", "successUrl", id="backslash-trick"),
+    pytest.param("https://evil.com\t@app.example.com/", "successUrl", id="tab-trick"),
+    pytest.param("https://app.example.com%2eevil.com/", "successUrl", id="percent-encoded-dot"),
+    pytest.param("https://bücher.example.org/", "successUrl", id="unicode-idn"),
+    pytest.param("https://\u0430pp.example.com/", "successUrl", id="cyrillic-homograph"),
+    pytest.param("https://app.example.com:99999/", "successUrl", id="port-out-of-range"),
+    pytest.param("https://app.example.com:https/", "successUrl", id="port-not-a-number"),
+    pytest.param("https://[::1]/success", "successUrl", id="ipv6-literal"),
+    pytest.param("//app.example.com/success", "successUrl", id="scheme-relative"),
+    pytest.param("https:app.example.com/success", "successUrl", id="no-authority"),
+    pytest.param("javascript://app.example.com/%0aalert(1)", "successUrl", id="javascript"),
+    pytest.param("https://evil.com/cancel", "cancelUrl", id="cancel-url-too"),
+]
+
+
+@pytest.mark.parametrize(("url", "field"), REFUSED_REDIRECTS)
+async def test_a_redirect_url_off_the_allowlist_is_refused_before_any_upstream_call(
+    allowlisted: Gateway, state: SandboxState, url: str, field: str
+) -> None:
+    urls = {"successUrl": SUCCESS, "cancelUrl": CANCEL, field: url}
+    # An accountId would make the gateway read the key's profile: the URL is checked first.
+    error = await start(
+        allowlisted, provider="AUTOPOSTING", accountId="org-pro-demo", planId="plan_pro", **urls
+    )
+
+    assert error["__typename"] == "InvalidInputError"
+    assert error["code"] == "INVALID_INPUT"
+    assert error["field"] == field
+    assert url not in error["message"]
+    assert "evil" not in error["message"]
+    assert state.count() == 0
+
+
+async def test_an_almanac_cancel_url_off_the_allowlist_is_refused_though_never_sent(
+    gateway: Gateway, state: SandboxState
+) -> None:
+    error = await start(
+        gateway,
+        provider="ALMANAC",
+        accountId="org_acme",
+        planId="pro",
+        cancelUrl="https://evil.com/cancel",
+    )
+
+    assert error["__typename"] == "InvalidInputError"
+    assert error["field"] == "cancelUrl"
+    assert state.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("environ", "fields", "field"),
+    [
+        (
+            {"GATEWAY_DEFAULT_SUCCESS_URL": "https://other.example.net/s"},
+            {"cancelUrl": CANCEL},
+            "successUrl",
+        ),
+        (
+            {"GATEWAY_DEFAULT_CANCEL_URL": "https://other.example.net/c"},
+            {"successUrl": SUCCESS},
+            "cancelUrl",
+        ),
+        (
+            {"GATEWAY_REDIRECT_HOSTS": ""},
+            {"successUrl": SUCCESS, "cancelUrl": CANCEL},
+            "successUrl",
+        ),
+        (
+            {
+                "GATEWAY_REDIRECT_HOSTS": "",
+                "GATEWAY_DEFAULT_SUCCESS_URL": "https://pay.example.net/s",
+                "GATEWAY_DEFAULT_CANCEL_URL": "https://pay.example.net/c",
+            },
+            {"successUrl": SUCCESS},
+            "successUrl",
+        ),
+    ],
+    ids=[
+        "default-success-url-off-the-list",
+        "default-cancel-url-off-the-list",
+        "empty-allowlist-allows-nothing",
+        "allowlist-defaults-to-the-default-urls-hosts",
+    ],
+)
+async def test_redirect_urls_are_judged_against_the_configured_allowlist(
+    state: SandboxState, environ: dict[str, str], fields: dict[str, str], field: str
+) -> None:
+    gateway = Gateway(settings=make_settings(**environ), state=state)
+    try:
+        error = await start(gateway, provider="AUTOPOSTING", planId="plan_pro", **fields)
+    finally:
+        await gateway.aclose()
+
+    assert error["__typename"] == "InvalidInputError"
+    assert error["field"] == field
+    assert state.count() == 0
+
+
+async def test_default_urls_on_their_own_hosts_are_allowed_when_no_allowlist_is_configured(
+    state: SandboxState,
+) -> None:
+    gateway = Gateway(
+        settings=make_settings(
+            GATEWAY_REDIRECT_HOSTS="",
+            GATEWAY_DEFAULT_SUCCESS_URL="https://pay.example.net/s",
+            GATEWAY_DEFAULT_CANCEL_URL="https://pay.example.net/c",
+        ),
+        state=state,
+    )
+    try:
+        session = await start(gateway, provider="AUTOPOSTING", planId="plan_pro")
+    finally:
+        await gateway.aclose()
+
+    assert session["__typename"] == "CheckoutSession"
+    assert state.count("autoposting", "POST") == 1

@@ -65,13 +65,24 @@ class StartCheckoutInput:
     )
     success_url: str | None = strawberry.field(
         default=None,
-        description="Absolute http(s) URL to return to after paying; the configured default "
-        "when omitted.",
+        description="Absolute http(s) URL to return to after paying, on a host the gateway "
+        "allows redirects to; the configured default when omitted.",
     )
     cancel_url: str | None = strawberry.field(
         default=None,
-        description="Absolute http(s) URL to return to when the customer cancels; the "
-        "configured default when omitted. Almanac has no cancel URL: checked, not sent.",
+        description="Absolute http(s) URL to return to when the customer cancels, on a host "
+        "the gateway allows redirects to; the configured default when omitted. Almanac has no "
+        "cancel URL: checked, not sent.",
+    )
+    idempotency_key: str | None = strawberry.field(
+        default=None,
+        description="Makes the checkout safe to retry: 1 to 255 printable characters, such as a "
+        "UUID. The same key with the same input, within the gateway's idempotency TTL, returns "
+        "the same session (or the same failure, when the first call's outcome is unknown) "
+        "without a second upstream call; a call still in flight is waited for. The same key "
+        "with different input is an `InvalidInputError` with code IDEMPOTENCY_CONFLICT and "
+        "field `idempotencyKey`. Keys are scoped to the caller and credential. Omitted: every "
+        "call starts a new checkout.",
     )
 
 
@@ -145,11 +156,14 @@ class Mutation:
                     plan_id=input.plan_id,
                     success_url=input.success_url,
                     cancel_url=input.cancel_url,
+                    idempotency_key=input.idempotency_key,
                 ),
                 clients=context.clients,
                 loaders=context.loaders,
                 settings=context.settings,
                 credential=ref.credential,
+                idempotency=context.idempotency,
+                caller=context.caller,
             )
         except GatewayError as exc:
             exc.concerning(provider)
