@@ -137,18 +137,37 @@ async def _demo(host: str, port: int) -> int:
         )
         settings = load_settings(environ)
         server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port))
-        print(_demo_banner(gateway_url, sandbox.almanac_url, sandbox.autoposting_url), flush=True)
+        # Keys of the caller's own are not printed; the demo's own key is.
+        api_key = DEMO_API_KEY if environ["GATEWAY_API_KEYS"] == DEMO_API_KEY else None
+        banner = _demo_banner(gateway_url, sandbox.almanac_url, sandbox.autoposting_url, api_key)
+        print(banner, flush=True)
         await server.serve()
     return 0
 
 
-def _demo_banner(gateway_url: str, almanac_url: str, autoposting_url: str) -> str:
-    graphiql = f"{gateway_url}/graphql?q={quote(EXAMPLE_QUERY)}"
+def _demo_banner(
+    gateway_url: str, almanac_url: str, autoposting_url: str, api_key: str | None = DEMO_API_KEY
+) -> str:
+    """What `demo` prints: links and commands that work as they are (given the demo's key)."""
+    authorization = f"Bearer {api_key or '<one of your GATEWAY_API_KEYS>'}"
+    # Strawberry's GraphiQL page reads the query from `q` and the request headers from `headers`.
+    graphiql = (
+        f"{gateway_url}/graphql?q={quote(EXAMPLE_QUERY)}"
+        f"&headers={quote(json.dumps({'Authorization': authorization}), safe='')}"
+    )
     curl_body = json.dumps({"query": CURL_QUERY})
+    key_line = (
+        f"Gateway key (GATEWAY_API_KEYS)  {api_key}"
+        if api_key
+        else "Gateway key: one of the GATEWAY_API_KEYS you set"
+    )
     return f"""
 Billing gateway demo: the gateway over its built-in sandbox upstreams.
 
-  GraphiQL, with the example query loaded:
+  {key_line}
+  Every GraphQL request sends it as the header  Authorization: {authorization}
+
+  GraphiQL, with the example query and the Authorization header loaded:
     {graphiql}
 
   Sandbox Almanac at {almanac_url}, Autoposting at {autoposting_url}.
@@ -160,7 +179,8 @@ Billing gateway demo: the gateway over its built-in sandbox upstreams.
     {AUTOPOSTING_SUSPENDED_KEY} (checkout answers BillingSuspendedError)
 
   From a shell:
-    curl -s {gateway_url}/graphql -H 'content-type: application/json' -d '{curl_body}'
+    curl -s {gateway_url}/graphql -H 'content-type: application/json' \\
+      -H 'authorization: {authorization}' -d '{curl_body}'
 """
 
 

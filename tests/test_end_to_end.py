@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.__main__ import demo_environ
+from gateway.__main__ import DEMO_API_KEY, demo_environ
 from gateway.app import create_app
 from gateway.examples import EXAMPLE_MUTATION, EXAMPLE_QUERY
 from gateway.sandbox import (
@@ -47,6 +47,8 @@ SECRETS = (
     REJECTED_AUTOPOSTING_KEY,
 )
 
+# The demo's gateway key, which every GraphQL request presents.
+GATEWAY_KEY = {"authorization": f"Bearer {DEMO_API_KEY}"}
 # The per-request credential headers, and the credentials configured for requests without them.
 CREDENTIAL_HEADERS = {"almanac": "x-almanac-token", "autoposting": "x-autoposting-api-key"}
 SERVICE_CREDENTIALS = {"almanac": ALMANAC_OWNER_TOKEN, "autoposting": AUTOPOSTING_PRO_KEY}
@@ -186,7 +188,7 @@ def post_graphql(
     response = http.post(
         f"{base_url}/graphql",
         json={"query": query, "variables": dict(variables or {})},
-        headers=dict(headers or {}),
+        headers={**GATEWAY_KEY, **(headers or {})},
     )
     assert_no_secrets(response)
     assert response.status_code == 200, response.text
@@ -386,7 +388,8 @@ def account(provider: str, account_id: str | None = None) -> tuple[str, dict[str
             {"x-autoposting-api-key": REJECTED_AUTOPOSTING_KEY},
             None,
             {"__typename": "NotAllowedError", "code": "UNAUTHENTICATED"},
-            {("autoposting", "GET", "/billing/status"): 1},
+            # The parts the query selects go out with the status, in the same round trip.
+            {("autoposting", "GET", path): 1 for path in AUTOPOSTING_RESOURCES},
             id="rejected-autoposting-key",
         ),
         pytest.param(
@@ -505,9 +508,10 @@ def test_one_provider_failing_leaves_the_other_providers_account_complete(
         broken = autoposting
         assert_complete(almanac, "ALMANAC", "org_acme")
         assert state.count("almanac", "GET", ALMANAC_BILLING.format("org_acme")) == 1
-        # The account fails on its first resource; nothing more is asked of Autoposting.
-        assert state.count("autoposting", "GET", "/billing/status") == 1
-        assert state.count() == 2
+        # The parts the query selects went out with the status, in one round trip, once each.
+        for path in AUTOPOSTING_RESOURCES:
+            assert state.count("autoposting", "GET", path) == 1, path
+        assert state.count() == 5
     assert broken["__typename"] == "ProviderError"
     assert broken["code"] == code
     assert broken["errorProvider"] == failing.upper()
@@ -624,7 +628,7 @@ def test_a_malformed_json_body_is_a_400_and_calls_no_upstream(
     response = http.post(
         f"{gateway}/graphql",
         content=b'{"query": "{ billingAccount(provider: ALMANAC',
-        headers={"content-type": "application/json"},
+        headers={**GATEWAY_KEY, "content-type": "application/json"},
     )
 
     assert_no_secrets(response)

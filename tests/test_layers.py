@@ -24,6 +24,10 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "gateway.checkout": ("strawberry", "starlette", "httpx", "gateway.schema", "gateway.context"),
     "gateway.context": ("httpx", "starlette", "gateway.schema", "gateway.upstreams"),
     "gateway.schema": ("httpx", "starlette", "gateway.upstreams", "gateway.app"),
+    "gateway.idempotency": ("httpx", "strawberry", "starlette", "gateway.upstreams",
+                            "gateway.loaders", "gateway.schema", "gateway.context"),
+    "gateway.security": ("strawberry", "httpx", "gateway.schema", "gateway.upstreams",
+                         "gateway.loaders", "gateway.context"),
     # The sandbox plays the external services: it shares no code with the gateway.
     "gateway.sandbox": ("gateway.errors", "gateway.models", "gateway.normalize",
                         "gateway.upstreams", "gateway.loaders", "gateway.schema",

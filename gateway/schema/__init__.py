@@ -2,45 +2,95 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import (
+    AddValidationRules,
+    DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
+    SchemaExtension,
     ValidationCache,
 )
 from strawberry.printer import print_schema
 
 from gateway.schema.errors import ErrorFormatting, GatewayErrorHandler
 from gateway.schema.operations import Mutation, Query
+from gateway.settings import (
+    DEFAULT_MAX_ALIASES,
+    DEFAULT_MAX_QUERY_DEPTH,
+    DEFAULT_MAX_TOKENS,
+    Settings,
+)
 
 # Bounded caches: a client that sends endless distinct documents cannot grow memory without end.
 DOCUMENT_CACHE_SIZE = 512
-MAX_QUERY_DEPTH = 10
-MAX_ALIASES = 30
-MAX_TOKENS = 2000
 
 
-def build_schema() -> strawberry.Schema:
-    """The gateway's schema with its query limits, caches and error handling."""
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    """The gateway's schema with its query limits, caches and error handling.
+
+    Without `settings` (`export-schema`, schema tests): the default limits, introspection on.
+    """
+    max_depth = settings.max_query_depth if settings else DEFAULT_MAX_QUERY_DEPTH
+    max_aliases = settings.max_aliases if settings else DEFAULT_MAX_ALIASES
+    max_tokens = settings.max_tokens if settings else DEFAULT_MAX_TOKENS
+    # Factories, as Strawberry asks: a fresh extension per operation; the parser and validation
+    # caches live at module level, shared by every operation.
+    extensions: list[Callable[[], SchemaExtension]] = [
+        ErrorFormatting,
+        partial(ReportingParserCache, maxsize=DOCUMENT_CACHE_SIZE),
+        partial(ValidationCache, maxsize=DOCUMENT_CACHE_SIZE),
+        _validation_limits(max_depth=max_depth, max_aliases=max_aliases),
+        partial(MaxTokensLimiter, max_token_count=max_tokens),
+    ]
+    if settings is not None and not settings.introspection:
+        extensions.append(DisableIntrospection)
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
         exception_handlers=[GatewayErrorHandler()],
-        extensions=[
-            # Factories, as Strawberry asks: a fresh extension per operation; the parser and
-            # validation caches live at module level, shared by every operation.
-            ErrorFormatting,
-            partial(ParserCache, maxsize=DOCUMENT_CACHE_SIZE),
-            partial(ValidationCache, maxsize=DOCUMENT_CACHE_SIZE),
-            partial(QueryDepthLimiter, max_depth=MAX_QUERY_DEPTH),
-            partial(MaxAliasesLimiter, max_alias_count=MAX_ALIASES),
-            partial(MaxTokensLimiter, max_token_count=MAX_TOKENS),
-        ],
+        extensions=extensions,
     )
+
+
+class ReportingParserCache(ParserCache):
+    """ParserCache, leaving a document it cannot parse to Strawberry's own parse step.
+
+    ParserCache parses while its hook is entered, outside the parse step's error handling (as of
+    Strawberry 0.341): a syntax error, or MaxTokensLimiter's, would escape every extension and
+    reach the caller without `extensions.code`. Strawberry's parse step parses such a document
+    again and reports its error like any other, so that `ErrorFormatting` sees it.
+    """
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        try:
+            context.graphql_document = self.cached_parse_document(
+                context.query, **context.parse_options
+            )
+        except GraphQLError:
+            context.graphql_document = None
+        yield
+
+
+def _validation_limits(*, max_depth: int, max_aliases: int) -> Callable[[], SchemaExtension]:
+    """QueryDepthLimiter and MaxAliasesLimiter, as one factory that reuses their rules.
+
+    Each instance of those extensions makes new validation rule classes, and ValidationCache keys
+    its entries by the rule classes: instances made per operation would never hit the cache. The
+    rules are made once here, for every operation.
+    """
+    rules = [
+        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
+    ]
+    return partial(AddValidationRules, rules)
 
 
 def schema_sdl(schema: strawberry.Schema | None = None) -> str:

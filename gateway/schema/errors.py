@@ -143,8 +143,9 @@ def error_extensions(exc: GatewayError) -> dict[str, Any]:
 def format_error(error: GraphQLError) -> GraphQLError:
     """Add `extensions.code` to an error, masking it when it is unexpected."""
     original = error.original_error
-    if original is None:
-        # Parsing, validation, query limits and variable coercion: safe to show as they are.
+    if original is None or isinstance(original, GraphQLError):
+        # Parsing, validation, query limits and variable coercion (graphql-core 3.3 chains the
+        # coercion error as original_error): safe to show as they are.
         error.extensions = {**(error.extensions or {}), "code": ErrorCode.INVALID_QUERY.value}
         return error
     if isinstance(original, GatewayError):

@@ -1,0 +1,251 @@
+"""HTTP-level protection of the GraphQL endpoint, applied before Strawberry sees a request.
+
+`GraphQLGuard` wraps the endpoint and refuses, in this order and each with a JSON error:
+
+    method other than GET or POST          405  INVALID_QUERY   (Allow: GET, POST)
+    GraphiQL page while GraphiQL is off    404  NOT_FOUND
+    no or wrong gateway key                401  UNAUTHENTICATED (WWW-Authenticate: Bearer)
+    POST body that is not application/json 415  INVALID_QUERY   (also what stops CSRF)
+    body larger than `max_body_bytes`      413  INVALID_QUERY   (Content-Length, then counted)
+
+The GraphiQL page itself is served without a key, so that a person can open it and type the
+`Authorization` header; every operation, GraphiQL's included, needs the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import ErrorCode
+from gateway.settings import Credential
+
+ALLOWED_METHODS = ("GET", "POST")
+JSON_MEDIA_TYPE = "application/json"
+# Every request header the API reads, for CORS preflights.
+CORS_ALLOWED_HEADERS = (
+    "authorization",
+    "content-type",
+    "x-almanac-token",
+    "x-autoposting-api-key",
+    "x-request-id",
+)
+CORS_MAX_AGE = 600
+
+
+def error_response(
+    status: int,
+    message: str,
+    code: ErrorCode,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """A refusal in the shape of a GraphQL response: one error with `extensions.code`."""
+    return JSONResponse(
+        {"errors": [{"message": message, "extensions": {"code": code.value}}]},
+        status_code=status,
+        headers=dict(headers or {}),
+    )
+
+
+class ApiKeys:
+    """The gateway keys callers present as `Authorization: Bearer <key>`.
+
+    A presented key is hashed and compared with every configured key's hash by
+    `hmac.compare_digest`, with no early exit: the time taken tells neither which key matched nor
+    how much of one did (hashing first also hides the keys' lengths).
+    """
+
+    def __init__(self, keys: Collection[Credential]) -> None:
+        self._digests = tuple(_digest(key.reveal().encode()) for key in keys)
+
+    def __bool__(self) -> bool:
+        return bool(self._digests)
+
+    def accepts(self, authorization: str | None) -> bool:
+        """Whether an `Authorization` header value carries one of the keys."""
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        # Starlette decodes header bytes as latin-1: encoding back gives the bytes as sent.
+        presented = _digest(token.strip().encode("latin-1"))
+        matched = False
+        for digest in self._digests:
+            matched |= hmac.compare_digest(presented, digest)
+        return matched and scheme.lower() == "bearer" and bool(token.strip())
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class GraphQLGuard:
+    """ASGI wrapper of the GraphQL endpoint applying the checks of this module's docstring.
+
+    `is_ide_page` says whether a request asks for the GraphiQL page (the GraphQL view's own rule);
+    `graphiql` whether that page is served.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_keys: Collection[Credential],
+        max_body_bytes: int,
+        graphiql: bool,
+        is_ide_page: Callable[[Request], bool],
+    ) -> None:
+        self.app = app
+        self.api_keys = ApiKeys(api_keys)
+        self.max_body_bytes = max_body_bytes
+        self.graphiql = graphiql
+        self.is_ide_page = is_ide_page
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        refusal = self.refusal(request)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        if request.method == "GET":
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await self.read_body(receive)
+        except _BodyTooLarge:
+            await self.too_large()(scope, receive, send)
+            return
+        if body is None:  # the client went away
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    def refusal(self, request: Request) -> Response | None:
+        """The response refusing `request` on its method and headers, or None to go on."""
+        if request.method not in ALLOWED_METHODS:
+            return error_response(
+                405,
+                f"The GraphQL endpoint answers GET and POST, not {request.method}.",
+                ErrorCode.INVALID_QUERY,
+                headers={"Allow": ", ".join(ALLOWED_METHODS)},
+            )
+        if self.is_ide_page(request):
+            if self.graphiql:
+                return None
+            return error_response(
+                404, "GraphiQL is not enabled on this gateway.", ErrorCode.NOT_FOUND
+            )
+        if self.api_keys and not self.api_keys.accepts(request.headers.get("authorization")):
+            presented = "authorization" in request.headers
+            return error_response(
+                401,
+                "The gateway key is not valid: send Authorization: Bearer <key> with a key of "
+                "this gateway."
+                if presented
+                else "A gateway key is required: send Authorization: Bearer <key>.",
+                ErrorCode.UNAUTHENTICATED,
+                headers={
+                    "WWW-Authenticate": 'Bearer error="invalid_token"' if presented else "Bearer"
+                },
+            )
+        if request.method == "POST":
+            media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+            # JSON is never a CORS "simple" content type: a browser asks (preflight) before
+            # sending it cross-origin. Refusing forms and text/plain is the CSRF protection.
+            if media_type != JSON_MEDIA_TYPE:
+                return error_response(
+                    415,
+                    "Send GraphQL requests as POST with Content-Type: application/json "
+                    f"(got {media_type or 'no content type'}).",
+                    ErrorCode.INVALID_QUERY,
+                )
+            length = request.headers.get("content-length")
+            if length is not None:
+                if not (length.isascii() and length.isdigit()):
+                    return error_response(
+                        400, "The Content-Length header is malformed.", ErrorCode.INVALID_QUERY
+                    )
+                if int(length) > self.max_body_bytes:
+                    return self.too_large()
+        return None
+
+    def too_large(self) -> Response:
+        return error_response(
+            413,
+            f"The request body is larger than the gateway accepts ({self.max_body_bytes} bytes).",
+            ErrorCode.INVALID_QUERY,
+        )
+
+    async def read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, counted as it streams in: a chunked body has no Content-Length."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands over `body` whole, then defers to the server (for disconnects)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+class JSONCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, refusing a preflight with a JSON error instead of text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        headers = {
+            name: value
+            for name, value in response.headers.items()
+            if name not in ("content-type", "content-length")
+        }
+        return error_response(
+            response.status_code,
+            f"{bytes(response.body).decode()}: this origin may not call the gateway.",
+            ErrorCode.NOT_ALLOWED,
+            headers=headers,
+        )
+
+
+def cors_options(origins: Collection[str]) -> dict[str, Any]:
+    """Keyword arguments of `JSONCORSMiddleware` for the configured origins."""
+    return {
+        "allow_origins": list(origins),
+        "allow_methods": list(ALLOWED_METHODS),
+        "allow_headers": list(CORS_ALLOWED_HEADERS),
+        # Callers authenticate with a header, never a cookie.
+        "allow_credentials": False,
+        "max_age": CORS_MAX_AGE,
+    }
