@@ -43,6 +43,9 @@ class Fault:
     `delay` sleeps first. Then `drop` closes the connection without a response; otherwise a
     `status` answers with `body` (a dict is sent as JSON, str and bytes as they are),
     `content_type` and `headers` instead of the real handler. With neither, the real handler runs.
+    `drop_after` cuts whichever answer that is short: the status line, the headers (with the full
+    Content-Length) and the first `drop_after` bytes of the body are sent, then the connection is
+    closed mid-response. A body no longer than `drop_after` is sent whole.
     """
 
     delay: float = 0
@@ -51,6 +54,11 @@ class Fault:
     content_type: str = "application/json"
     headers: Mapping[str, str] = field(default_factory=dict)
     drop: bool = False
+    drop_after: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.drop_after is not None and self.drop_after < 0:
+            raise ValueError("drop_after must be a number of bytes, at least 0")
 
 
 @dataclass(slots=True)

@@ -8,6 +8,12 @@ client sees the connection end without a response (httpx: `RemoteProtocolError`,
 disconnected without sending a response"). Where there is no transport to close (an in-process
 transport such as `httpx.ASGITransport`), the middleware raises `ConnectionResetError`, which such
 a transport passes to the caller.
+
+Dropping mid-response (`Fault.drop_after`): `send` is wrapped so the response starts as usual,
+then the body is cut at `drop_after` bytes and the socket closed the same way. uvicorn has already
+written the status line and the headers, with a Content-Length larger than what follows, so the
+client sees a truncated message (httpx: `RemoteProtocolError`, "peer closed connection without
+sending complete message body").
 """
 
 from __future__ import annotations
@@ -60,10 +66,12 @@ class SandboxMiddleware:
             await asyncio.sleep(fault.delay)
         if fault.drop:
             await _drop(receive, send)
-        elif fault.status is not None:
-            await _send_fault(fault, fault.status, send)
+            return
+        respond = send if fault.drop_after is None else _cutting(send, receive, fault.drop_after)
+        if fault.status is not None:
+            await _send_fault(fault, fault.status, respond)
         else:
-            await self.app(scope, replay, send)
+            await self.app(scope, replay, respond)
 
 
 class SandboxApp(Starlette):
@@ -153,6 +161,34 @@ async def _drop(receive: Receive, send: Send) -> None:
     # it log "returned without starting response" and try to answer 500.
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _cutting(send: Send, receive: Receive, limit: int) -> Send:
+    """`send`, passing on the first `limit` bytes of the body and then dropping the connection."""
+    sent = 0
+    dropped = False
+
+    async def cutting_send(message: Message) -> None:
+        nonlocal sent, dropped
+        if dropped:
+            return  # the rest of the answer goes nowhere
+        if message["type"] != "http.response.body":
+            await send(message)
+            return
+        body: bytes = message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        room = limit - sent
+        if len(body) < room or (len(body) == room and not more):
+            sent += len(body)
+            await send(message)
+            return
+        if room > 0:
+            await send({"type": "http.response.body", "body": body[:room], "more_body": True})
+        sent = limit
+        dropped = True
+        await _drop(receive, send)
+
+    return cutting_send
 
 
 async def _send_fault(fault: Fault, status: int, send: Send) -> None:

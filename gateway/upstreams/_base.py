@@ -14,8 +14,23 @@ Retry contract
   at most `get_retries` times, with jittered exponential backoff, honouring `Retry-After` (seconds
   or an HTTP date) when it is within `retry_after_cap`; a longer wait is not slept but returned
   to the caller in the error's `retry_after`.
+- A retry also needs a token of the client's retry budget (`resilience.RetryBudget`): each GET or
+  POST sent deposits `retry_budget_ratio` tokens, each retry takes one, and a floor of
+  `retry_budget_min_per_second` refills it, so in an outage retries add at most about that ratio
+  of load. A retry the budget or the circuit breaker refuses is not sent: the last error is raised.
 - A POST is never retried: neither provider honours idempotency keys, so a second POST could
   create a second checkout. A POST whose answer was lost says so in its error message.
+
+Circuit breaker contract (`resilience.CircuitBreaker`, one per client, so per provider and process)
+- A call (a GET with all its retries, or a POST) fails when its last error says the provider is
+  unhealthy: a timeout, a refused or dropped connection, a 5xx, a 429 or an answer that breaks the
+  contract (not JSON, truncated, HTML, a redirect, a broken envelope). Any other answer, 4xx
+  included (400, 401, 403, 404, 409, 422: the caller's doing), shows it healthy. Payloads that
+  decode but fail normalization are judged above this module and count as healthy here.
+- After `breaker_failures` consecutive failed calls the breaker opens: for `breaker_reset` seconds
+  every GET and POST raises `UpstreamCircuitOpen` before sending anything, with `retry_after` the
+  seconds left. Then exactly one call goes through as a probe, never retried, while others still
+  fail fast: its success closes the breaker, its failure opens it for another `breaker_reset`.
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,6 +49,7 @@ import httpx
 from gateway.errors import (
     BillingSuspended,
     UpstreamBadResponse,
+    UpstreamCircuitOpen,
     UpstreamError,
     UpstreamForbidden,
     UpstreamNotFound,
@@ -44,6 +61,7 @@ from gateway.errors import (
     UpstreamUnreachable,
 )
 from gateway.settings import Credential, UpstreamSettings
+from gateway.upstreams.resilience import CircuitBreaker, Clock, RetryBudget, Ticket
 
 logger = logging.getLogger("gateway.upstream")
 
@@ -62,6 +80,15 @@ STATUS_ERRORS: tuple[tuple[Callable[[int], bool], type[UpstreamError]], ...] = (
 UPSTREAM_CODE_ERRORS: Mapping[str, type[UpstreamError]] = {
     "billing_suspended": BillingSuspended,
 }
+# Errors that say the provider is unhealthy, counted by the circuit breaker; any other answer
+# (4xx: the caller's doing) shows it healthy.
+UNHEALTHY_ERRORS: tuple[type[UpstreamError], ...] = (
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    UpstreamUnavailable,
+    UpstreamRateLimited,
+    UpstreamBadResponse,
+)
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -75,10 +102,22 @@ class UpstreamClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.settings = settings
         self.provider = settings.provider
         self._sleep = sleep
+        self.breaker = CircuitBreaker(
+            settings.provider.value,
+            failures=settings.breaker_failures,
+            reset=settings.breaker_reset,
+            clock=clock,
+        )
+        self.retry_budget = RetryBudget(
+            ratio=settings.retry_budget_ratio,
+            min_per_second=settings.retry_budget_min_per_second,
+            clock=clock,
+        )
         self._http = httpx.AsyncClient(
             base_url=settings.base_url,
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
@@ -95,38 +134,97 @@ class UpstreamClient:
         self, path: str, *, credential: Credential | None, params: Mapping[str, str] | None = None
     ) -> object:
         """GET `path` and return its decoded JSON, retrying as the retry contract says."""
-        attempt = 0
-        while True:
-            try:
-                return await self._request("GET", path, credential=credential, params=params)
-            except UpstreamError as error:
-                delay = self._retry_delay(error, attempt)
-                if delay is None:
-                    raise
-                attempt += 1
-                logger.info(
-                    "retrying %s GET %s in %.2fs (%s)",
-                    self.provider.value,
-                    path,
-                    delay,
-                    error.code.value,
-                )
-                await self._sleep(delay)
+        ticket = self._admit()
+        try:
+            attempt = 0
+            while True:
+                try:
+                    body = await self._request("GET", path, credential=credential, params=params)
+                except UpstreamError as error:
+                    delay = self._retry_delay(error, attempt, ticket, path)
+                    if delay is None:
+                        self._record_failure(ticket, error)
+                        raise
+                    attempt += 1
+                    logger.info(
+                        "retrying %s GET %s in %.2fs (%s)",
+                        self.provider.value,
+                        path,
+                        delay,
+                        error.code.value,
+                    )
+                    await self._sleep(delay)
+                    if not self.breaker.is_current(ticket):
+                        raise  # the breaker opened meanwhile: the retry is not sent
+                else:
+                    self.breaker.record_success(ticket)
+                    return body
+        finally:
+            self.breaker.release(ticket)
 
     async def post(self, path: str, *, credential: Credential | None, json: object) -> object:
         """POST `json` to `path` once, never retried, and return the decoded JSON answer."""
-        return await self._request("POST", path, credential=credential, json=json)
+        ticket = self._admit()
+        try:
+            body = await self._request("POST", path, credential=credential, json=json)
+        except UpstreamError as error:
+            self._record_failure(ticket, error)
+            raise
+        else:
+            self.breaker.record_success(ticket)
+            return body
+        finally:
+            self.breaker.release(ticket)
 
-    def _retry_delay(self, error: UpstreamError, attempt: int) -> float | None:
+    def _admit(self) -> Ticket:
+        """A breaker ticket for a new call, or `UpstreamCircuitOpen`; an admitted call is counted
+        in the retry budget."""
+        ticket = self.breaker.acquire()
+        if ticket is None:
+            wait = self.breaker.retry_after()
+            raise UpstreamCircuitOpen(
+                f"{self.provider.label} is unavailable after repeated failures; retry after "
+                f"{max(1, math.ceil(wait))} s.",
+                provider=self.provider,
+                retry_after=max(0.001, round(wait, 3)),
+            )
+        self.retry_budget.record_call()
+        return ticket
+
+    def _record_failure(self, ticket: Ticket, error: UpstreamError) -> None:
+        if isinstance(error, UNHEALTHY_ERRORS):
+            self.breaker.record_failure(ticket, error.code.value)
+        else:
+            self.breaker.record_success(ticket)
+
+    def _retry_delay(
+        self, error: UpstreamError, attempt: int, ticket: Ticket, path: str
+    ) -> float | None:
+        """The wait before retrying a GET that failed with `error`, or None: do not retry."""
         retried = isinstance(error, UpstreamTimeout | UpstreamUnreachable) or (
             error.status in RETRIED_STATUSES
         )
         if not retried or attempt >= self.settings.get_retries:
             return None
         if error.retry_after is not None:
-            return error.retry_after if error.retry_after <= self.settings.retry_after_cap else None
-        backoff = self.settings.retry_backoff * (2.0**attempt)
-        return backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not cryptography
+            if error.retry_after > self.settings.retry_after_cap:
+                return None
+            delay = error.retry_after
+        else:
+            backoff = self.settings.retry_backoff * (2.0**attempt)
+            delay = backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not cryptography
+        # The probe is one request; and once the breaker has moved, this call's verdict is stale.
+        if ticket.probe or not self.breaker.is_current(ticket):
+            return None
+        if not self.retry_budget.try_retry():
+            logger.info(
+                "not retrying %s GET %s: the retry budget is spent (%s)",
+                self.provider.value,
+                path,
+                error.code.value,
+            )
+            return None
+        return delay
 
     async def _request(
         self,
