@@ -158,6 +158,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         "retry_budget_ratio": env.fraction(
             "GATEWAY_RETRY_BUDGET_RATIO", DEFAULT_RETRY_BUDGET_RATIO
         ),
+        "retry_budget_min_per_second": env.non_negative(
+            "GATEWAY_RETRY_BUDGET_MIN_PER_SECOND", DEFAULT_RETRY_BUDGET_MIN_PER_SECOND
+        ),
         "breaker_failures": env.positive_integer(
             "GATEWAY_BREAKER_FAILURES", DEFAULT_BREAKER_FAILURES
         ),
@@ -231,6 +234,12 @@ class _Environment:
         value = self.integer(name, default)
         if value < 1:
             raise ConfigurationError(f"{name} must be at least 1")
+        return value
+
+    def non_negative(self, name: str, default: float) -> float:
+        value = self._cast(name, float, default, "a number of zero or more")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigurationError(f"{name} must be a number of zero or more")
         return value
 
     def fraction(self, name: str, default: float) -> float:

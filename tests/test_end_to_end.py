@@ -126,6 +126,9 @@ def serve_gateway(sandbox: SandboxThread, **environ: str) -> ServerThread:
 
     def make_app(gateway_url: str) -> Any:
         base = demo_environ({}, sandbox.almanac_url, sandbox.autoposting_url, gateway_url)
+        # These gateways serve a whole module of fault tests: no test may open the next one's
+        # circuit (tests/test_faults.py covers the breaker).
+        base["GATEWAY_BREAKER_FAILURES"] = "1000"
         return create_app(load_settings({**base, **environ}))
 
     return ServerThread(make_app)
