@@ -49,6 +49,9 @@ class ServerThread:
     def __enter__(self) -> ServerThread:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit it: without it each response waits ~40 ms on Nagle's
+        # algorithm and the client's delayed ACK (see gateway/sandbox/server.py).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((HOST, 0))
         sock.listen(128)
         self._socket = sock
