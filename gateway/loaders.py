@@ -236,16 +236,17 @@ class AutopostingAccounts:
 
     async def ensure(self, ref: AccountRef, needs: Need = Need.NONE) -> None:
         key = ref.credential
-        ahead: list[Awaitable[object]] = []
-        if Need.ACCOUNT_ID in needs or ref.account_id is not None:
-            ahead.append(self.profiles.load(key))
+        needs_profile = Need.ACCOUNT_ID in needs or ref.account_id is not None
+        ahead: list[Awaitable[object]] = [self.profiles.load(key)] if needs_profile else []
         if Need.USAGE in needs:
             ahead += [self.credits.load(key), self.tokens.load(key)]
-        # All in one batch. A failure of a part loaded ahead does not fail the account: it is
-        # cached in its loader and raised where a field awaits that part.
-        billing = (await asyncio.gather(self.billing.load(key), *ahead, return_exceptions=True))[0]
-        if isinstance(billing, BaseException):
-            raise billing
+        # All in one batch. The usage parts may fail without failing the account (their field
+        # is nullable and raises their error); the account's ids need the profile, so a profile
+        # failure fails the account as its status would.
+        results = await asyncio.gather(self.billing.load(key), *ahead, return_exceptions=True)
+        for result in results[: 2 if needs_profile else 1]:
+            if isinstance(result, BaseException):
+                raise result
         if ref.account_id is not None:
             profile = await self.profiles.get(key)
             if profile.organization_id != ref.account_id:

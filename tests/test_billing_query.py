@@ -353,3 +353,18 @@ async def test_autoposting_parts_a_query_selects_are_fetched_together_with_its_s
     assert state.count("autoposting") == 4
     # Status, profile, credits and tokens in one round trip, not status first and then the rest.
     assert gateway.in_flight.peak == 4
+
+
+async def test_a_failing_autoposting_profile_fails_only_that_account_when_its_ids_are_asked(
+    gateway: Gateway, state: SandboxState
+) -> None:
+    state.add_fault("autoposting", Fault(status=503), path="/auth/profile")
+    accounts = [{"provider": "ALMANAC", "accountId": "org_acme"}, {"provider": "AUTOPOSTING"}]
+
+    data = await gateway.execute(MANY_ACCOUNTS, {"accounts": accounts})
+
+    almanac, autoposting = data["billingAccounts"]
+    assert almanac["__typename"] == "BillingAccount"
+    assert almanac["currentPlan"]["planId"] == "pro"
+    assert autoposting["__typename"] == "ProviderError"
+    assert autoposting["code"] == "UPSTREAM_UNAVAILABLE"

@@ -415,3 +415,26 @@ async def test_default_urls_on_their_own_hosts_are_allowed_when_no_allowlist_is_
 
     assert session["__typename"] == "CheckoutSession"
     assert state.count("autoposting", "POST") == 1
+
+
+async def test_a_created_checkout_is_returned_even_when_the_account_cannot_be_read_after(
+    gateway: Gateway, state: SandboxState
+) -> None:
+    state.add_fault("autoposting", Fault(status=503), path="/auth/profile")
+
+    result = await gateway.execute(
+        START_CHECKOUT,
+        {"input": {"provider": "AUTOPOSTING", "planId": "plan_pro", "successUrl": SUCCESS,
+                   "cancelUrl": CANCEL}},
+        expect_errors=True,
+    )  # fmt: skip
+
+    session = result.data["startCheckout"]
+    assert session["__typename"] == "CheckoutSession"
+    assert session["sessionId"].startswith("cs_")
+    assert session["id"]
+    assert session["accountId"] is None
+    [error] = result.errors
+    assert error.path == ["startCheckout", "accountId"]
+    assert error.extensions["code"] == "UPSTREAM_UNAVAILABLE"
+    assert len(state.checkouts) == 1

@@ -8,12 +8,11 @@ from urllib.parse import quote, unquote
 from gateway.provider import Provider
 
 
-def global_id(type_name: str, provider: Provider, account_id: str, *local: str) -> str:
-    """An id unique across types, providers and accounts (codegen caches key objects by it)."""
+def global_id(type_name: str, provider: Provider, *parts: str) -> str:
+    """An id unique across types and providers (codegen caches key objects by it); `parts` name
+    the object within its provider, e.g. account and plan."""
     # Each part is percent-encoded, so a ":" inside an id cannot make two ids collide.
-    text = ":".join(
-        quote(part, safe="") for part in (type_name, provider.value, account_id, *local)
-    )
+    text = ":".join(quote(part, safe="") for part in (type_name, provider.value, *parts))
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 

@@ -101,7 +101,10 @@ async def _billing_account(
 
 @strawberry.type(description="Read billing accounts of both providers.")
 class Query:
-    @strawberry.field(description="The billing of one account.")
+    @strawberry.field(
+        description="The billing of one account. Null only on an unexpected failure, which "
+        "`errors` then describes; expected ones are typed members of the result."
+    )
     async def billing_account(
         self,
         info: Info,
@@ -109,12 +112,13 @@ class Query:
         account_id: Annotated[
             strawberry.ID | None, strawberry.argument(description=ACCOUNT_ID_ARGUMENT)
         ] = None,
-    ) -> BillingAccountResult:
+    ) -> BillingAccountResult | None:
         return await _billing_account(info, provider, account_id)
 
     @strawberry.field(
         description="The billing of several accounts of either provider, fetched concurrently, "
-        "in the order asked; each item is the account or its own typed error."
+        "in the order asked; each item is the account or its own typed error. An item is null "
+        "only on an unexpected failure, which `errors` then describes: it never blanks the others."
     )
     async def billing_accounts(
         self,
@@ -122,8 +126,8 @@ class Query:
         accounts: Annotated[
             list[AccountInput], strawberry.argument(description="The accounts to read.")
         ],
-    ) -> list[BillingAccountResult]:
-        async def one(account: AccountInput) -> BillingAccountResult:
+    ) -> list[BillingAccountResult | None]:
+        async def one(account: AccountInput) -> BillingAccountResult | None:
             try:
                 return await _billing_account(info, account.provider, account.account_id)
             except GatewayError as exc:

@@ -324,17 +324,21 @@ class CheckoutSession:
         description="Globally unique id: from the provider's session id, or from the URL when "
         "the provider gives no session id."
     )
-    async def id(self, info: Info) -> strawberry.ID:
-        account = await _account_id(info, self.ref)
+    def id(self) -> strawberry.ID:
+        # No account in it: reading the Autoposting organization could fail after the checkout
+        # was created, and the session must never be lost to that.
         local = self.model.session_id or self.model.url
-        return strawberry.ID(global_id("CheckoutSession", self.ref.provider, account, local))
+        return strawberry.ID(global_id("CheckoutSession", self.ref.provider, local))
 
     @strawberry.field(description="The provider the checkout was started at.")
     def provider(self) -> ProviderEnum:
         return from_domain(ProviderEnum, self.model.provider)
 
-    @strawberry.field(description="The account the checkout is for.")
-    async def account_id(self, info: Info) -> strawberry.ID:
+    @strawberry.field(
+        description="The account the checkout is for. For Autoposting it is read from the API "
+        "key's profile: null, with an error in `errors`, if that read fails; the session stands."
+    )
+    async def account_id(self, info: Info) -> strawberry.ID | None:
         return strawberry.ID(await _account_id(info, self.ref))
 
     @strawberry.field(description="The plan being bought.")
