@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from functools import partial
 
@@ -18,6 +19,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.printer import print_schema
+from strawberry.types import ExecutionContext
 
 from gateway.schema.errors import ErrorFormatting, GatewayErrorHandler
 from gateway.schema.operations import Mutation, Query
@@ -28,8 +30,24 @@ from gateway.settings import (
     Settings,
 )
 
+logger = logging.getLogger("gateway.graphql")
+
 # Bounded caches: a client that sends endless distinct documents cannot grow memory without end.
 DOCUMENT_CACHE_SIZE = 512
+
+
+class GatewaySchema(strawberry.Schema):
+    """Strawberry's schema, logging GraphQL errors at DEBUG instead of ERROR.
+
+    Expected failures are part of the result and client errors are the client's; every
+    unexpected exception is logged at ERROR, with its traceback, by `ErrorFormatting`.
+    """
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            logger.debug("GraphQL error at %s: %s", error.path, error.message)
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
@@ -51,7 +69,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     ]
     if settings is not None and not settings.introspection:
         extensions.append(DisableIntrospection)
-    return strawberry.Schema(
+    return GatewaySchema(
         query=Query,
         mutation=Mutation,
         exception_handlers=[GatewayErrorHandler()],
