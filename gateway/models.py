@@ -181,3 +181,30 @@ class AutopostingBilling:
 
     status: AutopostingStatus
     plans: tuple[Plan, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewLine:
+    """One line of a plan change's price preview."""
+
+    name: str | None
+    description: str | None
+    quantity: float | None
+    subtotal: Money | None
+    total: Money | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutPreview:
+    """What a plan change will cost, before any checkout is started."""
+
+    provider: Provider
+    account_id: str
+    plan_id: str
+    currency: str
+    lines: tuple[PreviewLine, ...]
+    subtotal: Money | None
+    total: Money | None
+    hosted_checkout_required: bool
+    checkout_type: str | None
+    raw: Raw = field(compare=False, repr=False)

@@ -22,6 +22,7 @@ from gateway.models import (
     AlmanacBilling,
     AutopostingProfile,
     AutopostingStatus,
+    CheckoutPreview,
     CheckoutSession,
     Interval,
     ManagePermission,
@@ -29,6 +30,7 @@ from gateway.models import (
     Money,
     Plan,
     PlanFeature,
+    PreviewLine,
     Subscription,
     SubscriptionStatus,
     UsageMeter,
@@ -245,6 +247,40 @@ def almanac_checkout(payload: object, *, organization_id: str, plan_id: str) -> 
         url=url,
         session_id=session_id_from_url(url),
         raw=body,
+    )
+
+
+def almanac_preview(payload: object, *, organization_id: str, currency: str) -> CheckoutPreview:
+    """HostedBillingPreview: line items and totals of a plan change; the configured currency
+    where Almanac names none."""
+    body = _object(payload, ALMANAC, "payload")
+    currency = (_optional_str(body, "currency", ALMANAC) or currency).upper()
+    lines = _optional_list(body, "line_items", ALMANAC)
+    return CheckoutPreview(
+        provider=ALMANAC,
+        account_id=organization_id,
+        plan_id=_require_str(body, "plan_id", ALMANAC),
+        currency=currency,
+        lines=tuple(
+            _preview_line(line, f"line_items[{i}]", currency) for i, line in enumerate(lines)
+        ),
+        subtotal=_money(_optional_number(body, "subtotal", ALMANAC), currency),
+        total=_money(_optional_number(body, "total", ALMANAC), currency),
+        hosted_checkout_required=_optional_bool(body, "redirect_to_checkout", ALMANAC),
+        checkout_type=_optional_str(body, "checkout_type", ALMANAC),
+        raw=body,
+    )
+
+
+def _preview_line(value: object, at: str, currency: str) -> PreviewLine:
+    line = _object(value, ALMANAC, at)
+    quantity = _optional_number(line, "quantity", ALMANAC, at)
+    return PreviewLine(
+        name=_optional_str(line, "name", ALMANAC, at),
+        description=_optional_str(line, "description", ALMANAC, at),
+        quantity=None if quantity is None else float(quantity),
+        subtotal=_money(_optional_number(line, "subtotal", ALMANAC, at), currency),
+        total=_money(_optional_number(line, "total", ALMANAC, at), currency),
     )
 
 

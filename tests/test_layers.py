@@ -22,6 +22,7 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
                           "starlette"),
     "gateway.loaders": ("strawberry", "starlette", "gateway.schema", "gateway.context"),
     "gateway.checkout": ("strawberry", "starlette", "httpx", "gateway.schema", "gateway.context"),
+    "gateway.preview": ("strawberry", "starlette", "httpx", "gateway.schema", "gateway.context"),
     "gateway.context": ("httpx", "starlette", "gateway.schema", "gateway.upstreams"),
     "gateway.schema": ("httpx", "starlette", "gateway.upstreams", "gateway.app"),
     "gateway.idempotency": ("httpx", "strawberry", "starlette", "gateway.upstreams",

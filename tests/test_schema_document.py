@@ -19,7 +19,11 @@ from gateway.__main__ import main
 from gateway.errors import GatewayError
 from gateway.schema import build_schema, schema_sdl
 from gateway.schema.errors import ERROR_TYPES, ErrorType, to_graphql_error
-from gateway.schema.operations import BillingAccountResult, StartCheckoutPayload
+from gateway.schema.operations import (
+    BillingAccountResult,
+    CheckoutPreviewResult,
+    StartCheckoutPayload,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 REGENERATE = "billing-gateway export-schema --output schema.graphql"
@@ -102,7 +106,7 @@ def test_every_exception_class_maps_to_a_graphql_error_type(
 def test_every_result_union_holds_every_graphql_error_type() -> None:
     schema = build_schema()._schema
     error_types = {typ.__name__ for _, typ in ERROR_TYPES}
-    for union in (BillingAccountResult, StartCheckoutPayload):
+    for union in (BillingAccountResult, StartCheckoutPayload, CheckoutPreviewResult):
         name = union.__metadata__[0].graphql_name
         graphql_union = schema.type_map[name]
         assert isinstance(graphql_union, GraphQLUnionType)

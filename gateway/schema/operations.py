@@ -10,6 +10,7 @@ import strawberry
 from gateway.checkout import CheckoutRequest, start_checkout
 from gateway.context import Info
 from gateway.errors import GatewayError
+from gateway.preview import preview_checkout
 from gateway.provider import Provider
 from gateway.schema.enums import ProviderEnum
 from gateway.schema.errors import (
@@ -20,7 +21,7 @@ from gateway.schema.errors import (
     to_graphql_error,
 )
 from gateway.schema.selection import selection_needs
-from gateway.schema.types import BillingAccount, CheckoutSession
+from gateway.schema.types import BillingAccount, CheckoutPreview, CheckoutSession
 
 BillingAccountResult = Annotated[
     BillingAccount | InvalidInputError | NotAllowedError | BillingSuspendedError | ProviderError,
@@ -28,6 +29,14 @@ BillingAccountResult = Annotated[
         "BillingAccountResult",
         description="An account's billing, or why it could not be read. A failure of one "
         "account never hides the others.",
+    ),
+]
+
+CheckoutPreviewResult = Annotated[
+    CheckoutPreview | InvalidInputError | NotAllowedError | BillingSuspendedError | ProviderError,
+    strawberry.union(
+        "CheckoutPreviewResult",
+        description="The price of a plan change, or why it could not be previewed.",
     ),
 ]
 
@@ -99,6 +108,19 @@ async def _billing_account(
     return BillingAccount(ref=ref)
 
 
+@strawberry.input(description="The plan change to price.")
+class CheckoutPreviewInput:
+    provider: ProviderEnum = strawberry.field(
+        description="The provider of the account (only Almanac offers a preview)."
+    )
+    plan_id: strawberry.ID = strawberry.field(
+        description="The provider's id of the plan to change to (`Plan.planId`)."
+    )
+    account_id: strawberry.ID | None = strawberry.field(
+        default=None, description=ACCOUNT_ID_ARGUMENT
+    )
+
+
 @strawberry.type(description="Read billing accounts of both providers.")
 class Query:
     @strawberry.field(
@@ -134,6 +156,34 @@ class Query:
                 return to_graphql_error(exc)
 
         return list(await asyncio.gather(*(one(account) for account in accounts)))
+
+    @strawberry.field(
+        description="What a plan change will cost before `startCheckout`: line items, totals, "
+        "currency and whether a hosted checkout is needed. Almanac only; asks the provider "
+        "once, never retried."
+    )
+    async def checkout_preview(
+        self,
+        info: Info,
+        input: Annotated[
+            CheckoutPreviewInput, strawberry.argument(description="The plan change to price.")
+        ],
+    ) -> CheckoutPreviewResult:
+        provider = Provider(input.provider.value)
+        try:
+            ref = info.context.account(provider, input.account_id)
+            preview = await preview_checkout(
+                provider,
+                account_id=input.account_id,
+                plan_id=input.plan_id,
+                clients=info.context.clients,
+                settings=info.context.settings,
+                credential=ref.credential,
+            )
+        except GatewayError as exc:
+            exc.concerning(provider)
+            raise
+        return CheckoutPreview(model=preview)
 
 
 @strawberry.type(description="Start checkouts.")

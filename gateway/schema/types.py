@@ -359,3 +359,88 @@ class CheckoutSession:
     @strawberry.field(description=RAW_DESCRIPTION)
     def raw(self) -> JSON:
         return _json(self.model.raw)
+
+
+def _money(value: models.Money | None) -> Money | None:
+    return Money(amount=value.amount, currency=value.currency) if value else None
+
+
+@strawberry.type(description="One line of a plan change's price.")
+class CheckoutPreviewLine:
+    model: strawberry.Private[models.PreviewLine]
+
+    @strawberry.field(description="What the line charges or credits for.")
+    def name(self) -> str | None:
+        return self.model.name
+
+    @strawberry.field(description="A longer explanation of the line, when the provider gives one.")
+    def description(self) -> str | None:
+        return self.model.description
+
+    @strawberry.field(description="How many units the line counts.")
+    def quantity(self) -> float | None:
+        return self.model.quantity
+
+    @strawberry.field(description="The line's amount before taxes and discounts.")
+    def subtotal(self) -> Money | None:
+        return _money(self.model.subtotal)
+
+    @strawberry.field(description="The line's amount to pay.")
+    def total(self) -> Money | None:
+        return _money(self.model.total)
+
+
+@strawberry.type(description="What a plan change will cost, before any checkout is started.")
+class CheckoutPreview:
+    model: strawberry.Private[models.CheckoutPreview]
+
+    @strawberry.field(description="Globally unique id of this preview (account and plan).")
+    def id(self) -> strawberry.ID:
+        model = self.model
+        return strawberry.ID(
+            global_id("CheckoutPreview", model.provider, model.account_id, model.plan_id)
+        )
+
+    @strawberry.field(description="The provider that priced the change.")
+    def provider(self) -> ProviderEnum:
+        return from_domain(ProviderEnum, self.model.provider)
+
+    @strawberry.field(description="The account the change is for.")
+    def account_id(self) -> strawberry.ID:
+        return strawberry.ID(self.model.account_id)
+
+    @strawberry.field(description="The plan the account would change to.")
+    def plan_id(self) -> strawberry.ID:
+        return strawberry.ID(self.model.plan_id)
+
+    @strawberry.field(
+        description="ISO 4217 currency of every amount: the provider's, or the configured one."
+    )
+    def currency(self) -> str:
+        return self.model.currency
+
+    @strawberry.field(description="The charges and credits of the change.")
+    def line_items(self) -> list[CheckoutPreviewLine]:
+        return [CheckoutPreviewLine(model=line) for line in self.model.lines]
+
+    @strawberry.field(description="The sum before taxes and discounts.")
+    def subtotal(self) -> Money | None:
+        return _money(self.model.subtotal)
+
+    @strawberry.field(description="The amount to pay.")
+    def total(self) -> Money | None:
+        return _money(self.model.total)
+
+    @strawberry.field(
+        description="Whether the change needs the hosted checkout (`startCheckout`) to be paid."
+    )
+    def hosted_checkout_required(self) -> bool:
+        return self.model.hosted_checkout_required
+
+    @strawberry.field(description="The provider's kind of checkout, as it names it.")
+    def checkout_type(self) -> str | None:
+        return self.model.checkout_type
+
+    @strawberry.field(description=RAW_DESCRIPTION)
+    def raw(self) -> JSON:
+        return _json(self.model.raw)
