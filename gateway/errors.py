@@ -27,6 +27,8 @@ GraphQL layer maps these to GraphQL error types in one place, `schema/errors.py`
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from gateway.provider import Provider
 
@@ -66,6 +68,16 @@ class GatewayError(Exception):
         if self.provider is None:
             self.provider = provider
         return self
+
+
+@contextmanager
+def attributed_to(provider: Provider) -> Iterator[None]:
+    """Attribute any `GatewayError` raised inside to `provider`, unless it names one already."""
+    try:
+        yield
+    except GatewayError as exc:
+        exc.concerning(provider)
+        raise
 
 
 class InvalidInput(GatewayError):

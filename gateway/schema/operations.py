@@ -9,7 +9,7 @@ import strawberry
 
 from gateway.checkout import CheckoutRequest, start_checkout
 from gateway.context import Info
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, attributed_to
 from gateway.preview import preview_checkout
 from gateway.provider import Provider
 from gateway.schema.enums import ProviderEnum
@@ -99,12 +99,9 @@ async def _billing_account(
     info: Info, provider_enum: ProviderEnum, account_id: str | None
 ) -> BillingAccount:
     provider = Provider(provider_enum.value)
-    try:
+    with attributed_to(provider):
         ref = info.context.account(provider, account_id)
         await info.context.loaders.source(provider).ensure(ref, selection_needs(info))
-    except GatewayError as exc:
-        exc.concerning(provider)
-        raise
     return BillingAccount(ref=ref)
 
 
@@ -170,7 +167,7 @@ class Query:
         ],
     ) -> CheckoutPreviewResult:
         provider = Provider(input.provider.value)
-        try:
+        with attributed_to(provider):
             ref = info.context.account(provider, input.account_id)
             preview = await preview_checkout(
                 provider,
@@ -180,9 +177,6 @@ class Query:
                 settings=info.context.settings,
                 credential=ref.credential,
             )
-        except GatewayError as exc:
-            exc.concerning(provider)
-            raise
         return CheckoutPreview(model=preview)
 
 
@@ -201,7 +195,7 @@ class Mutation:
     ) -> StartCheckoutPayload:
         context = info.context
         provider = Provider(input.provider.value)
-        try:
+        with attributed_to(provider):
             ref = context.account(provider, input.account_id)
             session = await start_checkout(
                 CheckoutRequest(
@@ -219,7 +213,4 @@ class Mutation:
                 idempotency=context.idempotency,
                 caller=context.caller,
             )
-        except GatewayError as exc:
-            exc.concerning(provider)
-            raise
         return CheckoutSession(model=session, ref=ref)
