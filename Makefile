@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo serve test lint schema clean
+.PHONY: demo serve test lint schema schema-check clean
 
 $(BIN)/billing-gateway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ lint: $(BIN)/billing-gateway  ## ruff and mypy --strict, as CI runs them
 
 schema: $(BIN)/billing-gateway  ## regenerate schema.graphql from the code
 	$(BIN)/billing-gateway export-schema --output schema.graphql
+
+schema-check: $(BIN)/billing-gateway  ## fail on undeclared breaking changes since schema.released.graphql
+	$(BIN)/billing-gateway check-schema
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

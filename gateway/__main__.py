@@ -1,4 +1,4 @@
-"""The `billing-gateway` command: `serve`, `demo` and `export-schema`."""
+"""The `billing-gateway` command: `serve`, `demo`, `export-schema` and `check-schema`."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import uvicorn
+from graphql import build_ast_schema, find_breaking_changes, find_dangerous_changes, parse
 
 from gateway.app import create_app
 from gateway.examples import EXAMPLE_QUERY
+from gateway.logs import LOG_FORMATS, configure_logging
 from gateway.sandbox import (
     ALMANAC_OWNER_TOKEN,
     ALMANAC_VIEWER_TOKEN,
@@ -24,7 +26,7 @@ from gateway.sandbox import (
     AUTOPOSTING_TRIAL_KEY,
     start_sandbox,
 )
-from gateway.schema import schema_sdl
+from gateway.schema import build_schema, schema_sdl
 from gateway.settings import ConfigurationError, load_settings
 
 DEFAULT_HOST = "127.0.0.1"
@@ -60,16 +62,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--output", "-o", type=Path, help="write to this file (schema.graphql) instead of stdout"
     )
 
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    check = commands.add_parser(
+        "check-schema",
+        help="fail on breaking changes since the released schema that are not declared",
     )
-    # httpx logs every request URL at INFO; the gateway's own upstream log says what matters.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    check.add_argument(
+        "--released",
+        type=Path,
+        default=Path("schema.released.graphql"),
+        help="the last released schema (default schema.released.graphql)",
+    )
+    check.add_argument(
+        "--declared",
+        type=Path,
+        default=Path("schema.breaking.txt"),
+        help="breaking changes declared for the next release, one a line "
+        "(default schema.breaking.txt)",
+    )
+
+    args = parser.parse_args(argv)
     try:
+        _configure_logging(os.environ, args.command)
         if args.command == "export-schema":
             return _export_schema(args.output)
+        if args.command == "check-schema":
+            return _check_schema(args.released, args.declared)
         if args.command == "serve":
             return _serve(args.host, args.port, args.workers)
         return asyncio.run(
@@ -78,6 +95,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"billing-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+
+
+def _configure_logging(environ: Mapping[str, str], command: str | None) -> None:
+    """JSON lines for `serve` (log collectors), text for a person running `demo`, unless
+    GATEWAY_LOG_FORMAT says otherwise."""
+    log_format = environ.get("GATEWAY_LOG_FORMAT", "").strip().lower() or (
+        "json" if command == "serve" else "text"
+    )
+    if log_format not in LOG_FORMATS:
+        raise ConfigurationError("GATEWAY_LOG_FORMAT must be json or text")
+    level = environ.get("GATEWAY_LOG_LEVEL", "INFO").strip().upper()
+    if not isinstance(logging.getLevelNamesMapping().get(level), int):
+        raise ConfigurationError("GATEWAY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
+    configure_logging(log_format, level)
 
 
 def _add_address(parser: argparse.ArgumentParser) -> None:
@@ -96,10 +127,48 @@ def _export_schema(output: Path | None) -> int:
     return 0
 
 
+def _check_schema(released_path: Path, declared_path: Path) -> int:
+    """Compare the schema of the code with the released one (graphql-core's change finder).
+
+    Each breaking change must be declared, by its description as printed here, on a line of
+    `declared_path` (`#` starts a comment); at a release schema.graphql becomes the released
+    schema and the declarations are emptied.
+    """
+    released = build_ast_schema(parse(released_path.read_text(encoding="utf-8")))
+    current = build_schema()._schema
+    declared = set()
+    if declared_path.exists():
+        lines = declared_path.read_text(encoding="utf-8").splitlines()
+        declared = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    breaking = [change.description for change in find_breaking_changes(released, current)]
+    undeclared = [description for description in breaking if description not in declared]
+    for change in find_dangerous_changes(released, current):
+        print(f"dangerous (allowed): {change.description}")
+    for description in sorted(declared - set(breaking)):
+        print(f"declared but not found (remove it from {declared_path}): {description}")
+    for description in breaking:
+        if description in declared:
+            print(f"breaking (declared): {description}")
+    if undeclared:
+        print(
+            f"Breaking changes since {released_path}, not declared in {declared_path}:",
+            file=sys.stderr,
+        )
+        for description in undeclared:
+            print(f"  {description}", file=sys.stderr)
+        print(
+            f"Keep the schema compatible, or declare each change as a line of {declared_path}.",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"schema check: no undeclared breaking change since {released_path}")
+    return 0
+
+
 def _serve(host: str, port: int, workers: int) -> int:
     if workers < 1:
         raise ConfigurationError("--workers must be at least 1")
-    load_settings(os.environ)  # fail here, once, on a bad configuration
+    settings = load_settings(os.environ)  # fail here, once, on a bad configuration
     uvicorn.run(
         "gateway.app:create_app_from_environ",
         factory=True,
@@ -107,6 +176,11 @@ def _serve(host: str, port: int, workers: int) -> int:
         port=port,
         workers=workers,
         proxy_headers=True,
+        # On SIGTERM: stop accepting, let requests in flight finish (then close the clients).
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+        # Logging is configured above; the gateway writes its own access line.
+        log_config=None,
+        access_log=False,
     )
     return 0
 
@@ -136,7 +210,16 @@ async def _demo(host: str, port: int) -> int:
             os.environ, sandbox.almanac_url, sandbox.autoposting_url, gateway_url
         )
         settings = load_settings(environ)
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings),
+                host=host,
+                port=port,
+                timeout_graceful_shutdown=settings.shutdown_timeout,
+                log_config=None,
+                access_log=False,
+            )
+        )
         # Keys of the caller's own are not printed; the demo's own key is.
         api_key = DEMO_API_KEY if environ["GATEWAY_API_KEYS"] == DEMO_API_KEY else None
         banner = _demo_banner(gateway_url, sandbox.almanac_url, sandbox.autoposting_url, api_key)
@@ -150,7 +233,7 @@ def _demo_banner(
 ) -> str:
     """What `demo` prints: links and commands that work as they are (given the demo's key)."""
     authorization = f"Bearer {api_key or '<one of your GATEWAY_API_KEYS>'}"
-    # Strawberry's GraphiQL page reads the query from `q` and the request headers from `headers`.
+    # The gateway's GraphiQL page reads the query from `q` and the request headers from `headers`.
     graphiql = (
         f"{gateway_url}/graphql?q={quote(EXAMPLE_QUERY)}"
         f"&headers={quote(json.dumps({'Authorization': authorization}), safe='')}"

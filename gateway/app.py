@@ -4,33 +4,58 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TypedDict
 
 import httpx
 
 # Strawberry's HTTP refusals; cross-web is the Strawberry dependency that defines them.
-from cross_web import HTTPException
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.extensions import SchemaExtension
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
 
 from gateway.context import Context, build_context
 from gateway.errors import ErrorCode
-from gateway.idempotency import IdempotencyStore, MemoryIdempotencyStore
+from gateway.examples import EXAMPLE_MUTATION, EXAMPLE_QUERY
+from gateway.graphiql import GraphiQLPage, assets_route
+from gateway.health import Readiness, healthz, readyz, upstream_check
+from gateway.idempotency import IdempotencyStore, MemoryIdempotencyStore, ObservedIdempotencyStore
 from gateway.loaders import Clients
+from gateway.metrics import Metrics
+from gateway.observability import ObservabilityMiddleware, UpstreamRecorder
+from gateway.persisted import PersistedOperations, PersistedQueryError
 from gateway.provider import Provider
 from gateway.schema import build_schema
-from gateway.security import GraphQLGuard, JSONCORSMiddleware, cors_options, error_response
+from gateway.security import (
+    GRAPHQL_RESPONSE_MEDIA_TYPE,
+    ApiKeys,
+    GraphQLGuard,
+    JSONCORSMiddleware,
+    cors_options,
+    error_response,
+    preferred_media_type,
+)
 from gateway.settings import Settings, load_settings
 
 GRAPHQL_PATH = "/graphql"
+# Readiness probes: Autoposting's health endpoint; for Almanac, which has none, any answer of the
+# API's root (a 404 or 401 included) shows it reachable.
+AUTOPOSTING_HEALTH_PATH = "/health"
+ALMANAC_PROBE_PATH = "/v1/"
 
 
 class State(TypedDict):
@@ -38,6 +63,16 @@ class State(TypedDict):
 
     clients: Clients
     idempotency: IdempotencyStore
+    readiness: Readiness
+
+
+def _operation_tracing(settings: Settings) -> list[Callable[[], SchemaExtension]]:
+    """Strawberry's OpenTelemetry extension when tracing is on (an optional dependency)."""
+    if not settings.otel:
+        return []
+    from gateway import tracing
+
+    return [tracing.operation_extension()]
 
 
 class GatewayGraphQL(GraphQL[Context, None]):
@@ -45,22 +80,84 @@ class GatewayGraphQL(GraphQL[Context, None]):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(
-            build_schema(settings), graphql_ide="graphiql" if settings.graphiql else None
+            build_schema(settings, more=_operation_tracing(settings)),
+            graphql_ide="graphiql" if settings.graphiql else None,
         )
         self.settings = settings
+        # Served from the gateway's own vendored files: GraphiQL works with no internet access.
+        self.graphiql_page = GraphiQLPage((EXAMPLE_QUERY, EXAMPLE_MUTATION))
+        self.persisted = PersistedOperations(
+            settings.persisted_operations,
+            persisted_only=settings.persisted_only,
+            cache_size=settings.apq_cache_size,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        request = Request(scope, receive)
         try:
-            response = await self.run(Request(scope, receive))
+            response = await self.run(request)
+        except PersistedQueryError as exc:
+            response = error_response(exc.status, exc.message, exc.code)
         except HTTPException as exc:
             # Strawberry answers these as text/plain; callers get the same JSON shape as
             # every other error.
             code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.INVALID_QUERY
-            response = error_response(exc.status_code, exc.reason, code)
+            if isinstance(exc.__cause__, InvalidOperationTypeError) and _prefers_graphql_response(
+                request
+            ):
+                # GraphQL over HTTP: a mutation sent by GET is 405 (application/json keeps 400).
+                response = error_response(405, exc.reason, code, headers={"Allow": "POST"})
+            else:
+                response = error_response(exc.status_code, exc.reason, code)
         await response(scope, receive, send)
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        # A GET naming a persisted query by hash has no `query` parameter: not the IDE page.
+        return (
+            super().should_render_graphql_ide(request)
+            and request.query_params.get("extensions") is None
+        )
+
+    async def parse_http_body(
+        self, request: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        data = await super().parse_http_body(request)
+        if isinstance(data, GraphQLRequestData):
+            # Persisted operations: the document named by hash, or a refusal (PersistedQueryError).
+            data.query = self.persisted.document(data.query, data.extensions)
+        return data
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        response_data = await super().process_result(request, result)
+        if _prefers_graphql_response(request) and not _executed(result):
+            # A request error has no `data` entry (GraphQL spec, "Response"); create_response
+            # gives it a 4xx status.
+            response_data.pop("data", None)
+        return response_data
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        response = super().create_response(response_data, sub_response)
+        if isinstance(response_data, dict) and "data" not in response_data:
+            # Only application/graphql-response+json responses lose `data` (process_result).
+            internal = any(
+                isinstance(error, dict)
+                and (error.get("extensions") or {}).get("code") == ErrorCode.INTERNAL.value
+                for error in response_data.get("errors") or ()
+            )
+            response.status_code = 500 if internal else 400
+        return response
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return self.graphiql_page.response(request)
 
     def is_ide_page(self, request: Request) -> bool:
         """Whether Strawberry would answer `request` with the GraphiQL page."""
@@ -88,6 +185,19 @@ class GatewayGraphQL(GraphQL[Context, None]):
         )
 
 
+def _prefers_graphql_response(request: Request) -> bool:
+    return preferred_media_type(request.headers.get("accept")) == GRAPHQL_RESPONSE_MEDIA_TYPE
+
+
+def _executed(result: ExecutionResult) -> bool:
+    """Whether execution started: not for a document that failed to parse or validate
+    (Strawberry's PreExecutionError) nor for variables that failed coercion (graphql-core answers
+    those with no data and errors without a path)."""
+    if isinstance(result, PreExecutionError):
+        return False
+    return result.data is not None or not result.errors or any(e.path for e in result.errors)
+
+
 async def internal_error(request: Request, exc: Exception) -> Response:
     """A bug's 500, in the shape of every other error; the traceback goes to the server log."""
     return error_response(500, "Unexpected error.", ErrorCode.INTERNAL)
@@ -105,20 +215,57 @@ def create_app(
     by default an in-memory store of this app.
     """
 
+    metrics = Metrics()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         clients = Clients.create(settings, transports)
-        store = idempotency or MemoryIdempotencyStore(settings.idempotency_ttl)
+        upstreams = (clients.almanac, clients.autoposting)
+        recorder = UpstreamRecorder(metrics)
+        for client in upstreams:
+            client.observe(recorder)
+        metrics.watch(upstreams)
+        if settings.otel:
+            from gateway import tracing  # OpenTelemetry is an optional dependency
+
+            tracing.configure_tracer_provider()
+            tracing.instrument_clients(upstreams)
+        store = ObservedIdempotencyStore(
+            idempotency or MemoryIdempotencyStore(settings.idempotency_ttl),
+            on_reserve=lambda result: metrics.idempotency.labels(result).inc(),
+        )
+        timeout = settings.ready_timeout
+        readiness = Readiness(
+            {
+                "almanac": upstream_check(
+                    clients.almanac, ALMANAC_PROBE_PATH, timeout=timeout, success_only=False
+                ),
+                "autoposting": upstream_check(
+                    clients.autoposting, AUTOPOSTING_HEALTH_PATH, timeout=timeout, success_only=True
+                ),
+            },
+            cache_seconds=settings.ready_cache_seconds,
+            on_result=lambda name, ok: metrics.ready.labels(name).set(1 if ok else 0),
+        )
         try:
-            yield {"clients": clients, "idempotency": store}
+            yield {"clients": clients, "idempotency": store, "readiness": readiness}
         finally:
             await clients.aclose()
 
     async def home(request: Request) -> Response:
         return RedirectResponse(GRAPHQL_PATH)
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+    metrics_keys = ApiKeys(() if settings.metrics_open else settings.api_keys)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        if metrics_keys and not metrics_keys.accepts(request.headers.get("authorization")):
+            return error_response(
+                401,
+                "A gateway key is required: send Authorization: Bearer <key>.",
+                ErrorCode.UNAUTHENTICATED,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     graphql = GatewayGraphQL(settings)
     guarded = GraphQLGuard(
@@ -128,16 +275,23 @@ def create_app(
         graphiql=settings.graphiql,
         is_ide_page=graphql.is_ide_page,
     )
-    middleware = (
-        [Middleware(JSONCORSMiddleware, **cors_options(settings.cors_origins))]
-        if settings.cors_origins
-        else []
-    )
+    middleware = [
+        # Outermost: every answer, CORS refusals included, carries and logs its request id.
+        Middleware(ObservabilityMiddleware, metrics=metrics, graphql_path=GRAPHQL_PATH),
+        *(
+            [Middleware(JSONCORSMiddleware, **cors_options(settings.cors_origins))]
+            if settings.cors_origins
+            else []
+        ),
+    ]
     return Starlette(
         routes=[
             Route("/", home),
-            Route("/healthz", healthz),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route(GRAPHQL_PATH, guarded),
+            assets_route(enabled=settings.graphiql),
         ],
         middleware=middleware,
         exception_handlers={Exception: internal_error},

@@ -244,11 +244,37 @@ class MemoryIdempotencyStore:
             del self._finished[slot]
 
 
+class ObservedIdempotencyStore:
+    """Any `IdempotencyStore`, telling `on_reserve` how each `reserve` ended: "new" (acquired),
+    "replay" or "conflict" (for metrics)."""
+
+    def __init__(self, store: IdempotencyStore, on_reserve: Callable[[str], None]) -> None:
+        self.store = store
+        self._on_reserve = on_reserve
+
+    async def reserve(self, scope: str, key: str, fingerprint: str) -> Reservation:
+        reservation = await self.store.reserve(scope, key, fingerprint)
+        if isinstance(reservation, Acquired):
+            self._on_reserve("new")
+        elif isinstance(reservation, Replay):
+            self._on_reserve("replay")
+        else:
+            self._on_reserve("conflict")
+        return reservation
+
+    async def complete(self, scope: str, key: str, token: str, outcome: Outcome) -> None:
+        await self.store.complete(scope, key, token, outcome)
+
+    async def release(self, scope: str, key: str, token: str) -> None:
+        await self.store.release(scope, key, token)
+
+
 __all__ = [
     "Acquired",
     "Conflict",
     "IdempotencyStore",
     "MemoryIdempotencyStore",
+    "ObservedIdempotencyStore",
     "Outcome",
     "RememberedFailure",
     "Replay",

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from starlette.config import Config
 
+from gateway.persisted import DEFAULT_APQ_CACHE_SIZE, ManifestError, read_manifest
 from gateway.provider import Provider
 
 T = TypeVar("T")
@@ -41,6 +42,11 @@ DEFAULT_MAX_ALIASES = 30
 DEFAULT_MAX_TOKENS = 2000
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 DEFAULT_AUTOPOSTING_TOKENS_PERIOD = "30d"
+# /readyz probes each upstream at most once per this many seconds, each within the timeout.
+DEFAULT_READY_CACHE_SECONDS = 5.0
+DEFAULT_READY_TIMEOUT = 2.0
+# `serve`: on SIGTERM, requests in flight get this long to finish before they are cancelled.
+DEFAULT_SHUTDOWN_TIMEOUT = 10
 AUTOPOSTING_TOKENS_PERIODS = ("7d", "30d", "90d")
 # Autoposting has no plan catalog endpoint. Its docs name one plan, as `pro` (billing status) and
 # `plan_pro` (checkout); its price is not published, so the default catalog gives none.
@@ -119,6 +125,18 @@ class Settings:
     max_tokens: int = DEFAULT_MAX_TOKENS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     cors_origins: tuple[str, ...] = ()
+    # Persisted operations (gateway/persisted.py): the manifest's {sha256: document}, whether only
+    # its operations run, and how many documents clients may register (APQ) per process.
+    persisted_operations: Mapping[str, str] = field(default_factory=dict)
+    persisted_only: bool = False
+    apq_cache_size: int = DEFAULT_APQ_CACHE_SIZE
+    # Operations (README "Operators"): /readyz caching and probe timeout, /metrics without a key,
+    # OpenTelemetry tracing (exported as the standard OTEL_* variables say), `serve`'s drain time.
+    ready_cache_seconds: float = DEFAULT_READY_CACHE_SECONDS
+    ready_timeout: float = DEFAULT_READY_TIMEOUT
+    metrics_open: bool = False
+    otel: bool = False
+    shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT
 
     def upstream(self, provider: Provider) -> UpstreamSettings:
         """The settings of one provider."""
@@ -206,6 +224,21 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_tokens=env.positive_integer("GATEWAY_MAX_TOKENS", DEFAULT_MAX_TOKENS),
         max_body_bytes=env.positive_integer("GATEWAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
         cors_origins=env.origins("GATEWAY_CORS_ORIGINS"),
+        persisted_operations=load_persisted_operations(
+            env.text("GATEWAY_PERSISTED_OPERATIONS_FILE"),
+            required=env.flag("GATEWAY_PERSISTED_ONLY", default=False),
+        ),
+        persisted_only=env.flag("GATEWAY_PERSISTED_ONLY", default=False),
+        apq_cache_size=env.positive_integer("GATEWAY_APQ_CACHE_SIZE", DEFAULT_APQ_CACHE_SIZE),
+        ready_cache_seconds=env.non_negative(
+            "GATEWAY_READY_CACHE_SECONDS", DEFAULT_READY_CACHE_SECONDS
+        ),
+        ready_timeout=env.seconds("GATEWAY_READY_TIMEOUT_SECONDS", DEFAULT_READY_TIMEOUT),
+        metrics_open=env.flag("GATEWAY_METRICS_OPEN", default=False),
+        otel=env.flag("GATEWAY_OTEL", default=False),
+        shutdown_timeout=env.positive_integer(
+            "GATEWAY_SHUTDOWN_TIMEOUT_SECONDS", DEFAULT_SHUTDOWN_TIMEOUT
+        ),
     )
 
 
@@ -392,3 +425,20 @@ def load_plan_catalog(*, inline: str, path: str) -> tuple[Mapping[str, Any], ...
             raise ConfigurationError(f"{where}: duplicate plan id {entry['id']!r}")
         seen.add(entry["id"])
     return tuple(entries)
+
+
+def load_persisted_operations(path: str, *, required: bool) -> Mapping[str, str]:
+    """The persisted operations manifest at `path` (formats: gateway/persisted.py), or none."""
+    if not path:
+        if required:
+            raise ConfigurationError(
+                "GATEWAY_PERSISTED_ONLY is on: set GATEWAY_PERSISTED_OPERATIONS_FILE to the "
+                "manifest of the operations that may run"
+            )
+        return {}
+    try:
+        return read_manifest(Path(path))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read GATEWAY_PERSISTED_OPERATIONS_FILE: {exc}") from exc
+    except ManifestError as exc:
+        raise ConfigurationError(f"GATEWAY_PERSISTED_OPERATIONS_FILE: {exc}") from exc

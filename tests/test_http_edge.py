@@ -478,7 +478,7 @@ def test_the_demo_banner_links_to_graphiql_with_the_demo_key_in_the_authorizatio
     banner = _demo_banner("http://127.0.0.1:8000", "http://almanac", "http://autoposting")
 
     [link] = [word for word in banner.split() if word.startswith("http://127.0.0.1:8000/graphql?")]
-    # Strawberry's GraphiQL page decodes its parameters with decodeURIComponent: no "+" spaces.
+    # The GraphiQL page reads its parameters with URLSearchParams: spaces encoded as %20, never "+".
     assert "+" not in link
     parameters = parse_qs(urlsplit(link).query)
     assert json.loads(parameters["headers"][0]) == {"Authorization": f"Bearer {DEMO_API_KEY}"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 
 import strawberry
@@ -50,8 +50,11 @@ class GatewaySchema(strawberry.Schema):
             logger.debug("GraphQL error at %s: %s", error.path, error.message)
 
 
-def build_schema(settings: Settings | None = None) -> strawberry.Schema:
-    """The gateway's schema with its query limits, caches and error handling.
+def build_schema(
+    settings: Settings | None = None, *, more: Iterable[Callable[[], SchemaExtension]] = ()
+) -> strawberry.Schema:
+    """The gateway's schema with its query limits, caches and error handling, plus `more`
+    extensions (the app's tracing).
 
     Without `settings` (`export-schema`, schema tests): the default limits, introspection on.
     """
@@ -69,6 +72,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     ]
     if settings is not None and not settings.introspection:
         extensions.append(DisableIntrospection)
+    extensions.extend(more)
     return GatewaySchema(
         query=Query,
         mutation=Mutation,

@@ -31,6 +31,15 @@ Circuit breaker contract (`resilience.CircuitBreaker`, one per client, so per pr
   every GET and POST raises `UpstreamCircuitOpen` before sending anything, with `retry_after` the
   seconds left. Then exactly one call goes through as a probe, never retried, while others still
   fail fast: its success closes the breaker, its failure opens it for another `breaker_reset`.
+
+Observation hooks (set by the app with `observe`; none by default)
+- Every request sent is reported to the `UpstreamObserver` with its endpoint *template* (a path of
+  the client's `endpoints`, with `{placeholders}`; "other" when none matches, so a raw id never
+  becomes a metric label), its status or transport error class and its duration; so are retries
+  and retries the budget refused. The request id of `REQUEST_ID`, when set, is sent as
+  `X-Request-ID`.
+- `probe` (readiness) sends a credential-less GET outside the circuit breaker and the retry
+  budget: a health check every few seconds neither opens nor closes the breaker, nor earns retries.
 """
 
 from __future__ import annotations
@@ -40,9 +49,11 @@ import email.utils
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, NoReturn
+from functools import cache
+from typing import Any, ClassVar, NoReturn, Protocol
 
 import httpx
 
@@ -60,8 +71,9 @@ from gateway.errors import (
     UpstreamUnavailable,
     UpstreamUnreachable,
 )
+from gateway.request_id import REQUEST_ID
 from gateway.settings import Credential, UpstreamSettings
-from gateway.upstreams.resilience import CircuitBreaker, Clock, RetryBudget, Ticket
+from gateway.upstreams.resilience import BreakerState, CircuitBreaker, Clock, RetryBudget, Ticket
 
 logger = logging.getLogger("gateway.upstream")
 
@@ -92,9 +104,73 @@ UNHEALTHY_ERRORS: tuple[type[UpstreamError], ...] = (
 
 Sleep = Callable[[float], Awaitable[None]]
 
+OTHER_ENDPOINT = "other"
+
+
+class UpstreamObserver(Protocol):
+    """What an `UpstreamClient` reports (metrics, access logs); see the module docstring."""
+
+    def request_finished(
+        self, provider: str, method: str, endpoint: str, status: str, seconds: float
+    ) -> None:
+        """A request ended: `status` is the HTTP status, or the transport error class."""
+
+    def retry_scheduled(self, provider: str, endpoint: str) -> None:
+        """A failed GET will be sent again."""
+
+    def retry_refused(self, provider: str) -> None:
+        """A retry was not sent: the retry budget is spent."""
+
+    def circuit_changed(self, provider: str, state: BreakerState) -> None:
+        """The circuit breaker moved to `state`."""
+
+
+class _NoObserver:
+    def request_finished(
+        self, provider: str, method: str, endpoint: str, status: str, seconds: float
+    ) -> None:
+        pass
+
+    def retry_scheduled(self, provider: str, endpoint: str) -> None:
+        pass
+
+    def retry_refused(self, provider: str) -> None:
+        pass
+
+    def circuit_changed(self, provider: str, state: BreakerState) -> None:
+        pass
+
+
+@cache
+def _template_pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[^/{}]+\})", template)
+    return re.compile(
+        "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts)
+    )
+
+
+def endpoint_template(path: str, templates: tuple[str, ...]) -> str:
+    """The first of `templates` that `path` matches (`{name}` is one segment), else "other"."""
+    for template in templates:
+        if _template_pattern(template).fullmatch(path):
+            return template
+    return OTHER_ENDPOINT
+
+
+# The label of a request that got no HTTP answer, by the httpx exception it raised.
+TRANSPORT_ERROR_LABELS: tuple[tuple[type[httpx.HTTPError], str], ...] = (
+    (httpx.TimeoutException, "timeout"),
+    (httpx.DecodingError, "decoding_error"),
+    (httpx.TransportError, "unreachable"),
+    (httpx.HTTPError, "error"),
+)
+
 
 class UpstreamClient:
     """Sends requests to one provider and returns decoded JSON, or raises an `UpstreamError`."""
+
+    # Path templates of the provider's endpoints, for metrics (`{id}` matches one segment).
+    endpoints: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -125,6 +201,26 @@ class UpstreamClient:
             headers={"user-agent": USER_AGENT, "accept": "application/json"},
             follow_redirects=False,
         )
+        self.observer: UpstreamObserver = _NoObserver()
+
+    def observe(self, observer: UpstreamObserver) -> None:
+        """Report requests, retries and breaker moves to `observer` from now on."""
+        self.observer = observer
+        provider = self.provider.value
+        self.breaker.on_change = lambda state: observer.circuit_changed(provider, state)
+
+    def instrument(self, instrumentor: Callable[[httpx.AsyncClient], object]) -> None:
+        """Let `instrumentor` (OpenTelemetry's httpx instrumentation) wrap the HTTP client."""
+        instrumentor(self._http)
+
+    async def probe(self, path: str, *, time_limit: float) -> int:
+        """GET `path` without a credential, within `time_limit` seconds; the HTTP status.
+
+        Outside the circuit breaker and the retry budget (readiness checks); a transport failure
+        raises `UpstreamTimeout` or `UpstreamUnreachable`.
+        """
+        response = await self._send("GET", path, path, headers={}, time_limit=time_limit)
+        return response.status_code
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -146,6 +242,7 @@ class UpstreamClient:
                         self._record_failure(ticket, error)
                         raise
                     attempt += 1
+                    self.observer.retry_scheduled(self.provider.value, self.endpoint(path))
                     logger.info(
                         "retrying %s GET %s in %.2fs (%s)",
                         self.provider.value,
@@ -217,6 +314,7 @@ class UpstreamClient:
         if ticket.probe or not self.breaker.is_current(ticket):
             return None
         if not self.retry_budget.try_retry():
+            self.observer.retry_refused(self.provider.value)
             logger.info(
                 "not retrying %s GET %s: the retry budget is spent (%s)",
                 self.provider.value,
@@ -236,23 +334,56 @@ class UpstreamClient:
         json: object = None,
     ) -> object:
         headers = self.auth_headers(credential) if credential is not None else {}
+        response = await self._send(
+            method, path, self.endpoint(path), headers=headers, params=params, json=json
+        )
+        return self._decode(method, path, response)
+
+    def endpoint(self, path: str) -> str:
+        """The endpoint template of `path`, the label of metrics."""
+        return endpoint_template(path, self.endpoints)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        endpoint: str,
+        *,
+        headers: dict[str, str],
+        params: Mapping[str, str] | None = None,
+        json: object = None,
+        time_limit: float | None = None,
+    ) -> httpx.Response:
+        """Send one request and read its body; the observer hears of it however it ends."""
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            headers["x-request-id"] = request_id
+        extra: dict[str, Any] = {} if time_limit is None else {"timeout": time_limit}
         started = time.perf_counter()
         try:
             response = await self._http.request(
-                method, path, params=params, json=json, headers=headers
+                method, path, params=params, json=json, headers=headers, **extra
             )
             await response.aread()
         except httpx.HTTPError as exc:
+            label = next(name for cls, name in TRANSPORT_ERROR_LABELS if isinstance(exc, cls))
+            self.observer.request_finished(
+                self.provider.value, method, endpoint, label, time.perf_counter() - started
+            )
             self._raise_transport_error(method, path, exc)
+        elapsed = time.perf_counter() - started
+        self.observer.request_finished(
+            self.provider.value, method, endpoint, str(response.status_code), elapsed
+        )
         logger.debug(
             "%s %s %s -> %d in %.1f ms",
             self.provider.value,
             method,
             path,
             response.status_code,
-            (time.perf_counter() - started) * 1000,
+            elapsed * 1000,
         )
-        return self._decode(method, path, response)
+        return response
 
     def auth_headers(self, credential: Credential) -> dict[str, str]:
         """The headers that present `credential` to the provider."""

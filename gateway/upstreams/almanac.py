@@ -20,6 +20,12 @@ def _billing_path(organization_id: str) -> str:
 class AlmanacClient(UpstreamClient):
     """Almanac: billing per organization; request bodies are strict, so only listed fields go."""
 
+    endpoints = (
+        "/v1/organizations/{id}/billing",
+        "/v1/organizations/{id}/billing/checkout",
+        "/v1/organizations/{id}/billing/preview",
+    )
+
     async def get_billing_state(self, organization_id: str, *, credential: Credential) -> object:
         """`GET /v1/organizations/{id}/billing`: plans, usage and manage permission."""
         return await self.get(_billing_path(organization_id), credential=credential)

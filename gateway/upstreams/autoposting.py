@@ -12,6 +12,15 @@ from gateway.upstreams._base import UpstreamClient, is_safe_code
 class AutopostingClient(UpstreamClient):
     """Autoposting: billing per API key's organization; every answer is an envelope."""
 
+    endpoints = (
+        "/billing/status",
+        "/billing/credit-summary",
+        "/usage/tokens",
+        "/auth/profile",
+        "/billing/checkout",
+        "/health",
+    )
+
     async def get_billing_status(self, *, credential: Credential) -> object:
         """`GET /billing/status`: plan, subscription state and social-account limit."""
         return await self.get("/billing/status", credential=credential)

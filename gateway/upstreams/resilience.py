@@ -75,6 +75,9 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probing = False
         self.last_failure: str | None = None
+        # Told of every move (metrics); an open breaker turning half-open on its own, with time,
+        # is reported when a call next asks, so read `state` for the current one.
+        self.on_change: Callable[[BreakerState], None] | None = None
 
     @property
     def state(self) -> BreakerState:
@@ -144,6 +147,8 @@ class CircuitBreaker:
         else:
             why = ""
         logger.warning("%s circuit breaker %s -> %s%s", self.name, old.value, new.value, why)
+        if self.on_change is not None:
+            self.on_change(new)
 
 
 class RetryBudget:

@@ -1,0 +1,153 @@
+"""Prometheus metrics of one app, in a registry of its own (never the process-wide default).
+
+Label values are bounded: operation names are GraphQL names of at most 64 characters, the first
+`MAX_OPERATION_NAMES` distinct ones kept and any later one counted as "other"; upstream endpoints
+are path templates ("other" when unknown), statuses HTTP codes or a transport error class.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.upstreams._base import UpstreamClient
+from gateway.upstreams.resilience import BreakerState
+
+MAX_OPERATION_NAMES = 100
+OTHER = "other"
+ANONYMOUS = "anonymous"
+UNKNOWN = "unknown"
+_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,63}")
+# Seconds: GraphQL operations wait on upstreams with read timeouts of 15-30 s.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CIRCUIT_STATE_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+class Metrics:
+    """The gateway's metrics; `render()` is the body of /metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._operation_names: set[str] = set()
+        self._breakers = _CircuitCollector()
+        self.registry.register(self._breakers)
+        registry = self.registry
+        self.operations = Counter(
+            "gateway_graphql_operations",
+            "GraphQL operations by name and outcome (ok, errors, refused).",
+            ["operation", "outcome"],
+            registry=registry,
+        )
+        self.operation_seconds = Histogram(
+            "gateway_graphql_operation_duration_seconds",
+            "Time to answer a GraphQL operation.",
+            ["operation", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_requests = Counter(
+            "gateway_upstream_requests",
+            "Requests sent to an upstream, by endpoint template and HTTP status or error class.",
+            ["provider", "endpoint", "status"],
+            registry=registry,
+        )
+        self.upstream_seconds = Histogram(
+            "gateway_upstream_request_duration_seconds",
+            "Time an upstream took to answer (or fail), per request sent.",
+            ["provider", "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.retries = Counter(
+            "gateway_upstream_retries",
+            "GET requests sent again after a retryable failure.",
+            ["provider", "endpoint"],
+            registry=registry,
+        )
+        self.retries_refused = Counter(
+            "gateway_upstream_retries_refused",
+            "Retries not sent because the retry budget was spent.",
+            ["provider"],
+            registry=registry,
+        )
+        self.circuit_changes = Counter(
+            "gateway_upstream_circuit_transitions",
+            "Moves of a circuit breaker, by the state it moved to.",
+            ["provider", "state"],
+            registry=registry,
+        )
+        self.idempotency = Counter(
+            "gateway_idempotency_keys",
+            "Checkout idempotency keys presented, by result (new, replay, conflict).",
+            ["result"],
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "gateway_upstream_ready",
+            "Whether the last readiness probe reached the upstream (1) or not (0).",
+            ["check"],
+            registry=registry,
+        )
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def watch(self, clients: Iterable[UpstreamClient]) -> None:
+        """Report `clients`' circuit breaker states (read at each scrape) and their requests."""
+        self._breakers.clients = list(clients)
+
+    def operation_label(self, name: str | None) -> str:
+        """`name` as a bounded label value."""
+        if name is None:
+            return ANONYMOUS
+        if not _NAME.fullmatch(name):
+            return OTHER
+        if name not in self._operation_names:
+            if len(self._operation_names) >= MAX_OPERATION_NAMES:
+                return OTHER
+            self._operation_names.add(name)
+        return name
+
+    def operation_finished(self, name: str, outcome: str, seconds: float) -> None:
+        self.operations.labels(name, outcome).inc()
+        self.operation_seconds.labels(name, outcome).observe(seconds)
+
+    # `UpstreamObserver`
+
+    def request_finished(
+        self, provider: str, method: str, endpoint: str, status: str, seconds: float
+    ) -> None:
+        self.upstream_requests.labels(provider, endpoint, status).inc()
+        self.upstream_seconds.labels(provider, endpoint).observe(seconds)
+
+    def retry_scheduled(self, provider: str, endpoint: str) -> None:
+        self.retries.labels(provider, endpoint).inc()
+
+    def retry_refused(self, provider: str) -> None:
+        self.retries_refused.labels(provider).inc()
+
+    def circuit_changed(self, provider: str, state: BreakerState) -> None:
+        self.circuit_changes.labels(provider, state.value).inc()
+
+
+class _CircuitCollector(Collector):
+    """`gateway_upstream_circuit_state`, read from the breakers when scraped: an open breaker
+    turns half-open with time, not on an event."""
+
+    def __init__(self) -> None:
+        self.clients: list[UpstreamClient] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "gateway_upstream_circuit_state",
+            "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open.",
+            labels=["provider"],
+        )
+        for client in self.clients:
+            gauge.add_metric([client.provider.value], CIRCUIT_STATE_VALUES[client.breaker.state])
+        yield gauge
