@@ -2,7 +2,9 @@
 
 Loader contract
 - A `Loaders` container is built for every GraphQL request and dropped after it, so nothing
-  fetched with one caller's credentials is served to another request.
+  fetched with one caller's credentials is served to another request by a loader. (Below the
+  loaders, the clients may share an answer between requests made with the same credential: an
+  identical GET in flight, or a cached answer; see the reuse contract in `upstreams/_base.py`.)
 - Each loader's key includes the credential the call is made with; a key is fetched at most once
   per request however many fields, aliases or fragments ask for it.
 - All keys of a batch are fetched concurrently, one upstream call each (neither provider has a
@@ -36,6 +38,7 @@ from gateway.models import (
 from gateway.provider import Provider
 from gateway.settings import Credential, Settings
 from gateway.upstreams import AlmanacClient, AutopostingClient
+from gateway.upstreams.reuse import CachePolicy, MemoryResponseCache, ResponseCache
 from gateway.validation import account_mismatch
 
 K = TypeVar("K")
@@ -290,13 +293,29 @@ class Clients:
         cls,
         settings: Settings,
         transports: Mapping[Provider, httpx.AsyncBaseTransport] | None = None,
+        *,
+        cache: ResponseCache | None = None,
     ) -> Clients:
-        """Clients for both providers; `transports` replaces the network (tests, benchmarks)."""
+        """Clients for both providers; `transports` replaces the network (tests, benchmarks),
+        `cache` the in-process cache of upstream answers (used when the settings cache any)."""
         transports = transports or {}
+        policy = CachePolicy(
+            state_seconds=settings.cache_seconds, usage_seconds=settings.cache_usage_seconds
+        )
+        if cache is None and policy.enabled:
+            cache = MemoryResponseCache(max_entries=settings.cache_max_entries)
+        common: dict[str, Any] = {
+            "max_connections": settings.upstream_max_connections,
+            "coalesce": settings.coalesce,
+            "cache": cache,
+            "cache_policy": policy,
+        }
         return cls(
-            almanac=AlmanacClient(settings.almanac, transport=transports.get(Provider.ALMANAC)),
+            almanac=AlmanacClient(
+                settings.almanac, transport=transports.get(Provider.ALMANAC), **common
+            ),
             autoposting=AutopostingClient(
-                settings.autoposting, transport=transports.get(Provider.AUTOPOSTING)
+                settings.autoposting, transport=transports.get(Provider.AUTOPOSTING), **common
             ),
         )
 

@@ -80,6 +80,18 @@ class Metrics:
             ["provider", "state"],
             registry=registry,
         )
+        self.coalesced = Counter(
+            "gateway_upstream_coalesced_waiters",
+            "GET requests not sent: they waited for an identical GET in flight.",
+            ["provider", "endpoint"],
+            registry=registry,
+        )
+        self.cache_lookups = Counter(
+            "gateway_upstream_cache_lookups",
+            "Lookups of cacheable upstream answers, by result (hit, miss).",
+            ["provider", "endpoint", "result"],
+            registry=registry,
+        )
         self.idempotency = Counter(
             "gateway_idempotency_keys",
             "Checkout idempotency keys presented, by result (new, replay, conflict).",
@@ -98,8 +110,11 @@ class Metrics:
         return generate_latest(self.registry)
 
     def watch(self, clients: Iterable[UpstreamClient]) -> None:
-        """Report `clients`' circuit breaker states (read at each scrape) and their requests."""
+        """Report `clients`' circuit breaker states (read at each scrape), their cache lookups
+        and coalesced requests."""
         self._breakers.clients = list(clients)
+        for client in self._breakers.clients:
+            client.observe_reuse(self)
 
     def operation_label(self, name: str | None) -> str:
         """`name` as a bounded label value."""
@@ -133,6 +148,14 @@ class Metrics:
 
     def circuit_changed(self, provider: str, state: BreakerState) -> None:
         self.circuit_changes.labels(provider, state.value).inc()
+
+    # `ReuseObserver`
+
+    def cache_lookup(self, provider: str, endpoint: str, *, hit: bool) -> None:
+        self.cache_lookups.labels(provider, endpoint, "hit" if hit else "miss").inc()
+
+    def request_coalesced(self, provider: str, endpoint: str) -> None:
+        self.coalesced.labels(provider, endpoint).inc()
 
 
 class _CircuitCollector(Collector):

@@ -47,7 +47,16 @@ DEFAULT_READY_CACHE_SECONDS = 5.0
 DEFAULT_READY_TIMEOUT = 2.0
 # `serve`: on SIGTERM, requests in flight get this long to finish before they are cancelled.
 DEFAULT_SHUTDOWN_TIMEOUT = 10
+# Upstream connections per provider (a pool kept alive), and reuse of upstream answers
+# (gateway/upstreams/reuse.py): coalescing of identical GETs in flight (on; never across
+# credentials), and a cache (off by default).
+DEFAULT_UPSTREAM_MAX_CONNECTIONS = 100
+DEFAULT_COALESCE = True
+DEFAULT_CACHE_SECONDS = 0.0
+DEFAULT_CACHE_USAGE_SECONDS = 0.0
+DEFAULT_CACHE_MAX_ENTRIES = 10_000
 AUTOPOSTING_TOKENS_PERIODS = ("7d", "30d", "90d")
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
 # Autoposting has no plan catalog endpoint. Its docs name one plan, as `pro` (billing status) and
 # `plan_pro` (checkout); its price is not published, so the default catalog gives none.
 DEFAULT_AUTOPOSTING_PLANS: tuple[Mapping[str, Any], ...] = (
@@ -137,6 +146,16 @@ class Settings:
     metrics_open: bool = False
     otel: bool = False
     shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT
+    # A Redis shared by replicas (docs/replicas.md): idempotency keys live there, and /readyz
+    # checks it. None: keys are kept in this process only.
+    redis_url: str | None = None
+    # Performance (README "Operators"): upstream pool size; identical GETs in flight shared; billing
+    # state and usage answers reused for this many seconds (0: not cached), in an LRU this large.
+    upstream_max_connections: int = DEFAULT_UPSTREAM_MAX_CONNECTIONS
+    coalesce: bool = DEFAULT_COALESCE
+    cache_seconds: float = DEFAULT_CACHE_SECONDS
+    cache_usage_seconds: float = DEFAULT_CACHE_USAGE_SECONDS
+    cache_max_entries: int = DEFAULT_CACHE_MAX_ENTRIES
 
     def upstream(self, provider: Provider) -> UpstreamSettings:
         """The settings of one provider."""
@@ -238,6 +257,18 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         otel=env.flag("GATEWAY_OTEL", default=False),
         shutdown_timeout=env.positive_integer(
             "GATEWAY_SHUTDOWN_TIMEOUT_SECONDS", DEFAULT_SHUTDOWN_TIMEOUT
+        ),
+        redis_url=env.redis_url("GATEWAY_REDIS_URL"),
+        upstream_max_connections=env.positive_integer(
+            "GATEWAY_UPSTREAM_MAX_CONNECTIONS", DEFAULT_UPSTREAM_MAX_CONNECTIONS
+        ),
+        coalesce=env.flag("GATEWAY_COALESCE", default=DEFAULT_COALESCE),
+        cache_seconds=env.non_negative("GATEWAY_CACHE_SECONDS", DEFAULT_CACHE_SECONDS),
+        cache_usage_seconds=env.non_negative(
+            "GATEWAY_CACHE_USAGE_SECONDS", DEFAULT_CACHE_USAGE_SECONDS
+        ),
+        cache_max_entries=env.positive_integer(
+            "GATEWAY_CACHE_MAX_ENTRIES", DEFAULT_CACHE_MAX_ENTRIES
         ),
     )
 
@@ -343,6 +374,19 @@ class _Environment:
             return None
         if not is_http_url(raw):
             raise ConfigurationError(f"{name} must be an absolute http(s) URL")
+        return raw
+
+    def redis_url(self, name: str) -> str | None:
+        raw = self.text(name)
+        if not raw:
+            return None
+        parts = urlsplit(raw)
+        where = parts.path if parts.scheme == "unix" else parts.hostname
+        if parts.scheme not in REDIS_URL_SCHEMES or not where:
+            raise ConfigurationError(
+                f"{name} must be a Redis URL like redis://host:6379/0 (rediss:// for TLS, or "
+                "unix:///path/to/redis.sock)"
+            )
         return raw
 
     def base_url(self, name: str, default: str) -> str:

@@ -40,6 +40,17 @@ Observation hooks (set by the app with `observe`; none by default)
   `X-Request-ID`.
 - `probe` (readiness) sends a credential-less GET outside the circuit breaker and the retry
   budget: a health check every few seconds neither opens nor closes the breaker, nor earns retries.
+- Cache lookups and coalesced GETs are reported to the `ReuseObserver` (set with `observe_reuse`).
+
+Reuse contract (`gateway.upstreams.reuse`; POSTs and probes never take part)
+- A GET of an endpoint the client lists in `cached` is answered from the `ResponseCache` while its
+  answer is fresh: keyed by provider, path, query and the credential's hash, kept for the
+  `CachePolicy`'s seconds of its group (0: not cached), stored only when it succeeded.
+- Otherwise, with coalescing on, a GET identical (same key) to one in flight in this client waits
+  for it rather than sending its own. The shared unit is the whole call, retries included, under
+  one circuit-breaker ticket and one retry-budget deposit: the waiters would have sent the same
+  requests to the same provider at the same time, and had the same answers. Only while the
+  circuit breaker is closed: otherwise every call meets the breaker (one probe, others fail fast).
 """
 
 from __future__ import annotations
@@ -74,10 +85,22 @@ from gateway.errors import (
 from gateway.request_id import REQUEST_ID
 from gateway.settings import Credential, UpstreamSettings
 from gateway.upstreams.resilience import BreakerState, CircuitBreaker, Clock, RetryBudget, Ticket
+from gateway.upstreams.reuse import (
+    CACHED_ENDPOINTS,
+    CacheGroup,
+    CachePolicy,
+    Coalescer,
+    ResponseCache,
+    request_key,
+)
+from gateway.upstreams.transport import upstream_transport
 
 logger = logging.getLogger("gateway.upstream")
 
 USER_AGENT = "billing-gateway/0.1"
+# Connections per provider: a request fans out to tens of GETs at once, and concurrent requests
+# multiply them; kept alive for reuse (`transport.upstream_transport`).
+DEFAULT_MAX_CONNECTIONS = 100
 RETRIED_STATUSES = frozenset({429, 502, 503, 504})
 # The status of an answer, most specific first; the first matching row gives the exception class.
 STATUS_ERRORS: tuple[tuple[Callable[[int], bool], type[UpstreamError]], ...] = (
@@ -125,6 +148,16 @@ class UpstreamObserver(Protocol):
         """The circuit breaker moved to `state`."""
 
 
+class ReuseObserver(Protocol):
+    """What an `UpstreamClient` reports of answers reused (metrics); see the module docstring."""
+
+    def cache_lookup(self, provider: str, endpoint: str, *, hit: bool) -> None:
+        """A cacheable GET was looked up in the cache."""
+
+    def request_coalesced(self, provider: str, endpoint: str) -> None:
+        """A GET waits for an identical GET in flight instead of sending its own."""
+
+
 class _NoObserver:
     def request_finished(
         self, provider: str, method: str, endpoint: str, status: str, seconds: float
@@ -138,6 +171,12 @@ class _NoObserver:
         pass
 
     def circuit_changed(self, provider: str, state: BreakerState) -> None:
+        pass
+
+    def cache_lookup(self, provider: str, endpoint: str, *, hit: bool) -> None:
+        pass
+
+    def request_coalesced(self, provider: str, endpoint: str) -> None:
         pass
 
 
@@ -179,7 +218,12 @@ class UpstreamClient:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.monotonic,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        coalesce: bool = True,
+        cache: ResponseCache | None = None,
+        cache_policy: CachePolicy | None = None,
     ) -> None:
+        """`transport` replaces the network (tests); by default a pool of `max_connections`."""
         self.settings = settings
         self.provider = settings.provider
         self._sleep = sleep
@@ -197,17 +241,27 @@ class UpstreamClient:
         self._http = httpx.AsyncClient(
             base_url=settings.base_url,
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            transport=transport,
+            transport=transport or upstream_transport(max_connections=max_connections),
             headers={"user-agent": USER_AGENT, "accept": "application/json"},
             follow_redirects=False,
         )
         self.observer: UpstreamObserver = _NoObserver()
+        self.reuse_observer: ReuseObserver = _NoObserver()
+        self._coalescer = Coalescer() if coalesce else None
+        self.cache_policy = cache_policy or CachePolicy()
+        self._cache = cache if self.cache_policy.enabled else None
+        # Endpoint templates whose GET answers may be cached, by group (see the reuse contract).
+        self.cached: Mapping[str, CacheGroup] = CACHED_ENDPOINTS.get(self.provider, {})
 
     def observe(self, observer: UpstreamObserver) -> None:
         """Report requests, retries and breaker moves to `observer` from now on."""
         self.observer = observer
         provider = self.provider.value
         self.breaker.on_change = lambda state: observer.circuit_changed(provider, state)
+
+    def observe_reuse(self, observer: ReuseObserver) -> None:
+        """Report cache lookups and coalesced GETs to `observer` from now on."""
+        self.reuse_observer = observer
 
     def instrument(self, instrumentor: Callable[[httpx.AsyncClient], object]) -> None:
         """Let `instrumentor` (OpenTelemetry's httpx instrumentation) wrap the HTTP client."""
@@ -229,7 +283,38 @@ class UpstreamClient:
     async def get(
         self, path: str, *, credential: Credential | None, params: Mapping[str, str] | None = None
     ) -> object:
-        """GET `path` and return its decoded JSON, retrying as the retry contract says."""
+        """GET `path` and return its decoded JSON: from the cache, or shared with an identical
+        GET in flight, or sent and retried as the retry contract says (see the reuse contract)."""
+        if self._cache is None and self._coalescer is None:
+            return await self._get(path, credential=credential, params=params)
+        endpoint = self.endpoint(path)
+        key = request_key(self.provider.value, path, params, credential)
+        ttl = self.cache_policy.ttl(self.cached.get(endpoint))
+        if self._cache is not None and ttl > 0:
+            cached = await self._cache.get(key)
+            self.reuse_observer.cache_lookup(self.provider.value, endpoint, hit=cached is not None)
+            if cached is not None:
+                return cached.value
+
+        async def fetch() -> object:
+            body = await self._get(path, credential=credential, params=params)
+            if self._cache is not None and ttl > 0:
+                await self._cache.set(key, body, ttl)
+            return body
+
+        if self._coalescer is None or self.breaker.state is not BreakerState.CLOSED:
+            # Past failures: each call goes to the breaker itself, which lets one probe through
+            # and fails the others fast (the breaker contract).
+            return await fetch()
+        return await self._coalescer.run(
+            key,
+            fetch,
+            joined=lambda: self.reuse_observer.request_coalesced(self.provider.value, endpoint),
+        )
+
+    async def _get(
+        self, path: str, *, credential: Credential | None, params: Mapping[str, str] | None
+    ) -> object:
         ticket = self._admit()
         try:
             attempt = 0

@@ -1,0 +1,195 @@
+"""Answers reused between requests: coalescing of identical GETs in flight, and a short cache.
+
+Both are keyed by `request_key`: provider, path, query parameters and a hash of the credential, so
+an answer fetched with one credential is only ever reused for a call made with the same one. The
+credential itself is never part of a key (keys may be logged, or stored in a shared cache).
+
+Coalescing (`Coalescer`): a GET whose key is already in flight in this process waits for that
+call instead of sending its own. Every waiter gets the same decoded JSON or the same exception. The
+shared call runs as a task of its own, so a cancelled waiter leaves it running for the others; when
+its last waiter is cancelled, it is cancelled too. It runs in the context of its first caller (its
+request id goes upstream).
+
+Cache (`ResponseCache`): an async interface of string keys and JSON-compatible values with a
+time-to-live, so that a shared store (Redis) can implement it later; `MemoryResponseCache` is a
+bounded LRU of this process. Only successful answers are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+from urllib.parse import urlencode
+
+from gateway.provider import Provider
+from gateway.settings import Credential
+from gateway.upstreams.resilience import Clock
+
+T = TypeVar("T")
+
+_CREDENTIAL_DOMAIN = b"billing-gateway/credential\x00"
+
+
+def credential_digest(credential: Credential | None) -> str:
+    """A hash naming `credential` in keys; "-" for none."""
+    if credential is None:
+        return "-"
+    return hashlib.sha256(_CREDENTIAL_DOMAIN + credential.reveal().encode()).hexdigest()[:32]
+
+
+def request_key(
+    provider: str, path: str, params: Mapping[str, str] | None, credential: Credential | None
+) -> str:
+    """The key of a GET: equal keys ask one provider the same thing with the same credential."""
+    query = urlencode(sorted(params.items())) if params else ""
+    return f"{provider} GET {path}?{query} {credential_digest(credential)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """A cache hit (the value may itself be None)."""
+
+    value: object
+
+
+class ResponseCache(Protocol):
+    """Decoded upstream answers by `request_key`, each kept for its own time-to-live."""
+
+    async def get(self, key: str) -> Cached | None:
+        """The live entry of `key`, or None."""
+
+    async def set(self, key: str, value: object, ttl: float) -> None:
+        """Keep `value` (JSON-compatible) under `key` for `ttl` seconds."""
+
+
+class MemoryResponseCache:
+    """A `ResponseCache` in this process: least recently used entries go beyond `max_entries`."""
+
+    def __init__(self, *, max_entries: int, clock: Clock | None = None) -> None:
+        self.max_entries = max_entries
+        self._clock: Clock = clock or time.monotonic
+        self._entries: OrderedDict[str, tuple[float, object]] = OrderedDict()
+
+    async def get(self, key: str) -> Cached | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if self._clock() >= expires:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return Cached(value)
+
+    async def set(self, key: str, value: object, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        self._entries[key] = (self._clock() + ttl, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _Shared(Generic[T]):
+    __slots__ = ("task", "waiters")
+
+    def __init__(self, task: asyncio.Task[T]) -> None:
+        self.task = task
+        self.waiters = 0
+
+
+class Coalescer:
+    """Runs one call per key at a time; callers of a key in flight wait for its result."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, _Shared[object]] = {}
+
+    def in_flight(self) -> int:
+        """How many shared calls are running."""
+        return len(self._calls)
+
+    async def run(
+        self,
+        key: str,
+        call: Callable[[], Awaitable[object]],
+        *,
+        joined: Callable[[], None] | None = None,
+    ) -> object:
+        """`call()`'s result, shared with concurrent callers of `key`; `joined` is called when
+        this caller waits for a call already in flight."""
+        shared = self._calls.get(key)
+        if shared is None:
+            shared = _Shared(asyncio.ensure_future(call()))
+            self._calls[key] = shared
+            shared.task.add_done_callback(functools.partial(self._finished, key, shared))
+        elif joined is not None:
+            joined()
+        shared.waiters += 1
+        try:
+            return await asyncio.shield(shared.task)
+        finally:
+            shared.waiters -= 1
+            if shared.waiters == 0 and not shared.task.done():
+                # Nobody waits any more (every waiter was cancelled): stop the call, and let the
+                # next caller of the key start a fresh one rather than join a cancelled call.
+                self._forget(key, shared)
+                shared.task.cancel()
+
+    def _forget(self, key: str, shared: _Shared[object]) -> None:
+        if self._calls.get(key) is shared:
+            del self._calls[key]
+
+    def _finished(self, key: str, shared: _Shared[object], task: asyncio.Future[object]) -> None:
+        self._forget(key, shared)
+        if not shared.task.cancelled():
+            shared.task.exception()  # retrieved: every waiter may have gone before it failed
+
+
+class CacheGroup(enum.Enum):
+    """What an endpoint's answer is, for how long it may be reused (`CachePolicy`)."""
+
+    STATE = "state"  # plan catalogs, billing state and status, profiles
+    USAGE = "usage"  # usage meters: credits, tokens
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """Seconds an answer of each group is reused; 0 (the default): not cached."""
+
+    state_seconds: float = 0.0
+    usage_seconds: float = 0.0
+
+    def ttl(self, group: CacheGroup | None) -> float:
+        """The time-to-live of an answer of `group` (None: never cached)."""
+        if group is CacheGroup.STATE:
+            return self.state_seconds
+        if group is CacheGroup.USAGE:
+            return self.usage_seconds
+        return 0.0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any answer is cached."""
+        return self.state_seconds > 0 or self.usage_seconds > 0
+
+
+# The GET endpoints (templates of the clients' `endpoints`) whose answers may be cached.
+CACHED_ENDPOINTS: Mapping[Provider, Mapping[str, CacheGroup]] = {
+    Provider.ALMANAC: {"/v1/organizations/{id}/billing": CacheGroup.STATE},
+    Provider.AUTOPOSTING: {
+        "/billing/status": CacheGroup.STATE,
+        "/auth/profile": CacheGroup.STATE,
+        "/billing/credit-summary": CacheGroup.USAGE,
+        "/usage/tokens": CacheGroup.USAGE,
+    },
+}

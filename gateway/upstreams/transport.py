@@ -1,0 +1,124 @@
+"""The default transport of the upstream clients: aiohttp's connection pool under httpx's API.
+
+httpx's own pool (httpcore) scans every pooled connection on each request, so it falls behind
+under fan-out (PERFORMANCE-NOTES.md); `httpx_aiohttp.AiohttpTransport` keeps the httpx client
+API over aiohttp's pool. Its own exception mapping is not fit for `_base.py`'s contract (it turns
+a refused or dropped connection into `httpx.ConnectTimeout`, and lets a malformed answer escape
+as an aiohttp error), so every aiohttp error is mapped again here, from the aiohttp error itself:
+
+    connect timeout (or no pooled connection in time)   -> httpx.ConnectTimeout
+    read timeout                                        -> httpx.ReadTimeout
+    refused, unresolvable                               -> httpx.ConnectError
+    dropped, reset, truncated body, malformed answer    -> httpx.ReadError / RemoteProtocolError
+    anything else aiohttp raises                        -> httpx.TransportError
+
+aiohttp's own silent resend of a GET dropped on a kept-alive connection is turned off, so that
+every request sent is one `_base.py` decided on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+
+import aiohttp
+import httpx
+from httpx_aiohttp import AiohttpTransport
+
+# Idle keep-alive connections are closed after this many seconds (httpx's own default): many
+# servers (Node's among them) drop idle connections after 5 s, and a request sent on a connection
+# the server is closing fails.
+DEFAULT_KEEPALIVE_EXPIRY = 5.0
+
+
+def _httpx_error(exc: aiohttp.ClientError) -> httpx.TransportError:
+    """The httpx exception `_base.py` maps, for an aiohttp error; most specific first."""
+    message = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(message)
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout(message)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(message)
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
+        return httpx.ReadError(message)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return httpx.RemoteProtocolError(message)
+    return httpx.TransportError(message)
+
+
+def _aiohttp_cause(exc: BaseException) -> aiohttp.ClientError | None:
+    cause = exc.__cause__
+    return cause if isinstance(cause, aiohttp.ClientError) else None
+
+
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    try:
+        yield
+    except aiohttp.ClientError as exc:
+        raise _httpx_error(exc) from exc
+    except httpx.TransportError as exc:
+        # httpx_aiohttp has mapped it already, not always to the right class: map the cause.
+        cause = _aiohttp_cause(exc)
+        if cause is None:
+            raise
+        raise _httpx_error(cause) from cause
+
+
+class _MappedStream(httpx.AsyncByteStream):
+    def __init__(self, stream: httpx.AsyncByteStream) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _mapped_errors():
+            async for chunk in self._stream:
+                yield chunk
+
+    async def aclose(self) -> None:
+        with _mapped_errors():
+            await self._stream.aclose()
+
+
+class UpstreamTransport(AiohttpTransport):
+    """`AiohttpTransport` whose failures are the httpx exceptions of the module docstring."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        with _mapped_errors():
+            response = await super().handle_async_request(request)
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _MappedStream(response.stream)
+        return response
+
+
+def upstream_transport(
+    *, max_connections: int, keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY
+) -> UpstreamTransport:
+    """A pooled transport of at most `max_connections` connections, all kept alive when idle
+    for up to `keepalive_expiry` seconds (a fan-out reuses them at once)."""
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=keepalive_expiry,
+    )
+
+    def session() -> aiohttp.ClientSession:
+        # Built on first use, inside the running event loop. `limit_per_host=0`: both limits are
+        # the one pool size (each client talks to one host). The environment's proxy settings
+        # apply, as they did with httpx's own transport.
+        connector = aiohttp.TCPConnector(
+            limit=max_connections,
+            limit_per_host=0,
+            keepalive_timeout=keepalive_expiry,
+            ssl=transport.ssl_context,
+        )
+        session = aiohttp.ClientSession(connector=connector, trust_env=True)
+        # aiohttp sends a GET again, unseen, when a kept-alive connection drops it: a retry
+        # outside `_base.py`'s retry contract (its budget, its breaker, its counts). httpx's pool
+        # does not; neither does this one. (A private attribute: tests/test_transport.py checks
+        # that a dropped GET reaches the upstream once.)
+        session._retry_connection = False
+        return session
+
+    transport = UpstreamTransport(limits=limits, client=session)
+    return transport
