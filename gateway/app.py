@@ -39,6 +39,7 @@ from gateway.metrics import Metrics
 from gateway.observability import ObservabilityMiddleware, UpstreamRecorder
 from gateway.persisted import PersistedOperations, PersistedQueryError
 from gateway.provider import Provider
+from gateway.redis_store import RedisIdempotencyStore, open_redis, redis_check
 from gateway.schema import build_schema
 from gateway.security import (
     GRAPHQL_RESPONSE_MEDIA_TYPE,
@@ -230,11 +231,14 @@ def create_app(
 
             tracing.configure_tracer_provider()
             tracing.instrument_clients(upstreams)
+        timeout = settings.ready_timeout
+        # One Redis client per app (its pool), for every shared-state user: idempotency keys now.
+        redis = open_redis(settings.redis_url) if settings.redis_url else None
+        shared = None if redis is None else RedisIdempotencyStore(redis, settings.idempotency_ttl)
         store = ObservedIdempotencyStore(
-            idempotency or MemoryIdempotencyStore(settings.idempotency_ttl),
+            idempotency or shared or MemoryIdempotencyStore(settings.idempotency_ttl),
             on_reserve=lambda result: metrics.idempotency.labels(result).inc(),
         )
-        timeout = settings.ready_timeout
         readiness = Readiness(
             {
                 "almanac": upstream_check(
@@ -243,6 +247,7 @@ def create_app(
                 "autoposting": upstream_check(
                     clients.autoposting, AUTOPOSTING_HEALTH_PATH, timeout=timeout, success_only=True
                 ),
+                **({} if redis is None else {"redis": redis_check(redis, timeout=timeout)}),
             },
             cache_seconds=settings.ready_cache_seconds,
             on_result=lambda name, ok: metrics.ready.labels(name).set(1 if ok else 0),
@@ -251,6 +256,8 @@ def create_app(
             yield {"clients": clients, "idempotency": store, "readiness": readiness}
         finally:
             await clients.aclose()
+            if redis is not None:
+                await redis.aclose()
 
     async def home(request: Request) -> Response:
         return RedirectResponse(GRAPHQL_PATH)

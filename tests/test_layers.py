@@ -40,6 +40,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
                           "gateway.upstreams"),
     "gateway.graphiql": ("httpx", "strawberry", "gateway.schema", "gateway.context",
                          "gateway.loaders", "gateway.upstreams"),
+    "gateway.redis_store": ("strawberry", "httpx", "gateway.schema", "gateway.context",
+                            "gateway.loaders", "gateway.upstreams"),
     # The sandbox plays the external services: it shares no code with the gateway.
     "gateway.sandbox": ("gateway.errors", "gateway.models", "gateway.normalize",
                         "gateway.upstreams", "gateway.loaders", "gateway.schema",
