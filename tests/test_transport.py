@@ -17,7 +17,7 @@ from gateway.request_id import REQUEST_ID
 from gateway.sandbox import ALMANAC_OWNER_TOKEN, Fault, RunningSandbox, start_sandbox
 from gateway.settings import Credential
 from gateway.upstreams import AlmanacClient
-from gateway.upstreams.transport import UpstreamTransport, _httpx_error
+from gateway.upstreams.transport import UpstreamTransport, _httpx_error, environment_proxy
 from tests.support import make_settings
 
 TOKEN = Credential(ALMANAC_OWNER_TOKEN)
@@ -129,3 +129,39 @@ def test_a_refused_connection_maps_to_connect_error_not_a_timeout() -> None:
     error = aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "refused"))
 
     assert type(_httpx_error(error)) is httpx.ConnectError
+
+
+def test_the_environments_proxy_is_found_with_its_credentials_and_honours_no_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert environment_proxy("https://app.autoposting.ai/api-proxy") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:secret@proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "almanac.internal")
+    proxy = environment_proxy("https://app.autoposting.ai/api-proxy")
+    assert proxy is not None
+    assert (proxy.host, proxy.port, proxy.user, proxy.password) == (
+        "proxy.internal",
+        3128,
+        "user",
+        "secret",
+    )
+    assert environment_proxy("https://almanac.internal/v1") is None
+    assert environment_proxy("http://app.autoposting.ai/api-proxy") is None
+
+
+async def test_the_pooled_session_does_not_consult_the_environment_on_each_request(
+    sandbox: RunningSandbox,
+) -> None:
+    # trust_env would read the proxy variables and ~/.netrc in a worker thread per request.
+    client = client_for(sandbox.almanac_url)
+    try:
+        await client.get_billing_state("org_acme", credential=TOKEN)
+        transport = client._http._transport
+        assert isinstance(transport, UpstreamTransport)
+        session = transport.client
+        assert isinstance(session, aiohttp.ClientSession)
+        assert session.trust_env is False
+    finally:
+        await client.aclose()

@@ -241,7 +241,8 @@ class UpstreamClient:
         self._http = httpx.AsyncClient(
             base_url=settings.base_url,
             timeout=httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout),
-            transport=transport or upstream_transport(max_connections=max_connections),
+            transport=transport
+            or upstream_transport(max_connections=max_connections, base_url=settings.base_url),
             headers={"user-agent": USER_AGENT, "accept": "application/json"},
             follow_redirects=False,
         )

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
+from yarl import URL
 
 # Idle keep-alive connections are closed after this many seconds (httpx's own default): many
 # servers (Node's among them) drop idle connections after 5 s, and a request sent on a connection
@@ -91,11 +94,29 @@ class UpstreamTransport(AiohttpTransport):
         return response
 
 
+def environment_proxy(base_url: str) -> URL | None:
+    """The proxy the environment (HTTP(S)_PROXY, NO_PROXY) names for `base_url`, if any.
+
+    Credentials in the proxy's URL stay in it: aiohttp sends them as Proxy-Authorization."""
+    split = urlsplit(base_url)
+    if not split.hostname or proxy_bypass(split.hostname):
+        return None
+    named = getproxies().get(split.scheme)
+    if not named:
+        return None
+    return URL(named if "://" in named else f"http://{named}")
+
+
 def upstream_transport(
-    *, max_connections: int, keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY
+    *, max_connections: int, base_url: str, keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY
 ) -> UpstreamTransport:
-    """A pooled transport of at most `max_connections` connections, all kept alive when idle
-    for up to `keepalive_expiry` seconds (a fan-out reuses them at once)."""
+    """A pooled transport of at most `max_connections` connections to `base_url`'s host, all
+    kept alive when idle for up to `keepalive_expiry` seconds (a fan-out reuses them at once).
+
+    The environment's proxy settings apply, as they do with httpx's own transport, read once
+    here: aiohttp's `trust_env` would read them (and ~/.netrc) again in a worker thread on every
+    request, two thread hops that cost more than the rest of a pooled request."""
+    proxy = environment_proxy(base_url)
     limits = httpx.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
@@ -104,15 +125,14 @@ def upstream_transport(
 
     def session() -> aiohttp.ClientSession:
         # Built on first use, inside the running event loop. `limit_per_host=0`: both limits are
-        # the one pool size (each client talks to one host). The environment's proxy settings
-        # apply, as they did with httpx's own transport.
+        # the one pool size (each client talks to one host).
         connector = aiohttp.TCPConnector(
             limit=max_connections,
             limit_per_host=0,
             keepalive_timeout=keepalive_expiry,
             ssl=transport.ssl_context,
         )
-        session = aiohttp.ClientSession(connector=connector, trust_env=True)
+        session = aiohttp.ClientSession(connector=connector, trust_env=False, proxy=proxy)
         # aiohttp sends a GET again, unseen, when a kept-alive connection drops it: a retry
         # outside `_base.py`'s retry contract (its budget, its breaker, its counts). httpx's pool
         # does not; neither does this one. (A private attribute: tests/test_transport.py checks
