@@ -22,8 +22,8 @@ test: $(BIN)/billing-gateway  ## the whole test suite
 	$(BIN)/pytest
 
 lint: $(BIN)/billing-gateway  ## ruff and mypy --strict, as CI runs them
-	$(BIN)/ruff check gateway tests
-	$(BIN)/ruff format --check gateway tests
+	$(BIN)/ruff check gateway tests bench scripts
+	$(BIN)/ruff format --check gateway tests bench scripts
 	$(BIN)/mypy --strict gateway
 
 schema: $(BIN)/billing-gateway  ## regenerate schema.graphql from the code
