@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    SelectionNode,
+)
 
 from gateway.context import Info
 from gateway.loaders import Need
@@ -16,21 +23,42 @@ FIELD_NEEDS: dict[str, Need] = {
 }
 
 
-def _names(selections: Iterable[Any]) -> Iterator[str]:
+def _names(
+    selections: Iterable[SelectionNode],
+    fragments: Mapping[str, FragmentDefinitionNode],
+    seen: set[str],
+) -> Iterator[str]:
     for selection in selections:
-        name = getattr(selection, "name", None)
-        if name is not None:
-            yield name
-        yield from _names(getattr(selection, "selections", ()))
+        if isinstance(selection, FieldNode):
+            yield selection.name.value
+            if selection.selection_set is not None:
+                yield from _names(selection.selection_set.selections, fragments, seen)
+        elif isinstance(selection, InlineFragmentNode):
+            yield from _names(selection.selection_set.selections, fragments, seen)
+        elif isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            fragment = fragments.get(name)
+            if fragment is not None and name not in seen:  # validation refuses cycles; be sure
+                seen.add(name)
+                yield from _names(fragment.selection_set.selections, fragments, seen)
 
 
 def selection_needs(info: Info) -> Need:
     """The parts of an account that the fields selected below this resolver will read.
 
     Fragments and inline fragments are walked too; a name counts wherever it appears, so this may
-    start a load that a type condition then skips, never miss one that is needed.
+    start a load that a type condition then skips, never miss one that is needed. The walk reads
+    graphql-core's syntax tree directly: Strawberry's `info.selected_fields` builds a converted
+    copy of the whole selection first, which cost more than the rest of the resolver.
     """
+    raw = info._raw_info
+    subselections: list[SelectionNode] = [
+        selection
+        for node in raw.field_nodes
+        if node.selection_set is not None
+        for selection in node.selection_set.selections
+    ]
     needs = Need.NONE
-    for name in _names(info.selected_fields):
+    for name in _names(subselections, raw.fragments, set()):
         needs |= FIELD_NEEDS.get(name, Need.NONE)
     return needs

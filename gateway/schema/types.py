@@ -57,183 +57,200 @@ class PlanFeature:
     )
 
 
+async def _plan_global_id(root: Plan, info: Info) -> strawberry.ID:
+    account = await _account_id(info, root.ref)
+    return strawberry.ID(global_id("Plan", root.ref.provider, account, root.model.plan_id))
+
+
+def _plan_features(root: Plan) -> list[PlanFeature]:
+    return [PlanFeature(feature_id=f.feature_id, included=f.included) for f in root.model.features]
+
+
+async def _meter_global_id(root: UsageMeter, info: Info) -> strawberry.ID:
+    account = await _account_id(info, root.ref)
+    return strawberry.ID(global_id("UsageMeter", root.ref.provider, account, root.model.feature_id))
+
+
+async def _subscription_global_id(root: SubscriptionState, info: Info) -> strawberry.ID:
+    account = await _account_id(info, root.ref)
+    return strawberry.ID(global_id("SubscriptionState", root.ref.provider, account))
+
+
 @strawberry.type(description="A plan of a provider's catalog, as offered to one account.")
 class Plan:
+    # Fields that only copy the model are plain attributes, set by `of`: Strawberry resolves
+    # those without calling a resolver, several times cheaper per field (BENCHMARKS.md).
     model: strawberry.Private[models.Plan]
     ref: strawberry.Private[AccountRef]
 
-    @strawberry.field(description="Globally unique id of this plan for this account.")
-    async def id(self, info: Info) -> strawberry.ID:
-        account = await _account_id(info, self.ref)
-        return strawberry.ID(global_id("Plan", self.ref.provider, account, self.model.plan_id))
+    id: strawberry.ID = strawberry.field(
+        resolver=_plan_global_id, description="Globally unique id of this plan for this account."
+    )
 
-    @strawberry.field(description="The provider the plan belongs to.")
-    def provider(self) -> ProviderEnum:
-        return from_domain(ProviderEnum, self.model.provider)
+    provider: ProviderEnum = strawberry.field(description="The provider the plan belongs to.")
+    plan_id: strawberry.ID = strawberry.field(
+        description="The provider's own id of the plan, as `startCheckout` takes it."
+    )
+    name: str = strawberry.field(description="The plan's display name.")
+    price: Money | None = strawberry.field(
+        description="The price per interval; null when the provider gives none."
+    )
+    interval: IntervalEnum | None = strawberry.field(
+        description="How often the plan bills; null when the provider does not say."
+    )
+    interval_raw: str | None = strawberry.field(
+        description="The billing interval exactly as the provider wrote it."
+    )
+    group: str | None = strawberry.field(
+        description="The provider's grouping of the plan (e.g. a plan family)."
+    )
 
-    @strawberry.field(description="The provider's own id of the plan, as `startCheckout` takes it.")
-    def plan_id(self) -> strawberry.ID:
-        return strawberry.ID(self.model.plan_id)
+    features: list[PlanFeature] = strawberry.field(
+        resolver=_plan_features, description="Features the plan includes, with included amounts."
+    )
 
-    @strawberry.field(description="The plan's display name.")
-    def name(self) -> str:
-        return self.model.name
+    current: bool = strawberry.field(description="Whether this is the account's current plan.")
+    raw: JSON = strawberry.field(description=RAW_DESCRIPTION)
 
-    @strawberry.field(description="The price per interval; null when the provider gives none.")
-    def price(self) -> Money | None:
-        price = self.model.price
-        return Money(amount=price.amount, currency=price.currency) if price else None
-
-    @strawberry.field(description="How often the plan bills; null when the provider does not say.")
-    def interval(self) -> IntervalEnum | None:
-        interval = self.model.interval
-        return from_domain(IntervalEnum, interval) if interval else None
-
-    @strawberry.field(description="The billing interval exactly as the provider wrote it.")
-    def interval_raw(self) -> str | None:
-        return self.model.interval_raw
-
-    @strawberry.field(description="The provider's grouping of the plan (e.g. a plan family).")
-    def group(self) -> str | None:
-        return self.model.group
-
-    @strawberry.field(description="Features the plan includes, with included amounts.")
-    def features(self) -> list[PlanFeature]:
-        return [
-            PlanFeature(feature_id=f.feature_id, included=f.included) for f in self.model.features
-        ]
-
-    @strawberry.field(description="Whether this is the account's current plan.")
-    def current(self) -> bool:
-        return self.model.current
-
-    @strawberry.field(description=RAW_DESCRIPTION)
-    def raw(self) -> JSON:
-        return _json(self.model.raw)
+    @classmethod
+    def of(cls, model: models.Plan, ref: AccountRef) -> Plan:
+        """The GraphQL plan of `model`, for the account of `ref`."""
+        price = model.price
+        interval = model.interval
+        return cls(
+            model=model,
+            ref=ref,
+            provider=from_domain(ProviderEnum, model.provider),
+            plan_id=strawberry.ID(model.plan_id),
+            name=model.name,
+            price=Money(amount=price.amount, currency=price.currency) if price else None,
+            interval=from_domain(IntervalEnum, interval) if interval else None,
+            interval_raw=model.interval_raw,
+            group=model.group,
+            current=model.current,
+            raw=_json(model.raw),
+        )
 
 
 @strawberry.type(description="How much of one metered feature an account has used.")
 class UsageMeter:
+    # Plain attributes, set by `of` (see `Plan`).
     model: strawberry.Private[models.UsageMeter]
     ref: strawberry.Private[AccountRef]
 
-    @strawberry.field(description="Globally unique id of this meter for this account.")
-    async def id(self, info: Info) -> strawberry.ID:
-        account = await _account_id(info, self.ref)
-        return strawberry.ID(
-            global_id("UsageMeter", self.ref.provider, account, self.model.feature_id)
-        )
+    id: strawberry.ID = strawberry.field(
+        resolver=_meter_global_id, description="Globally unique id of this meter for this account."
+    )
 
-    @strawberry.field(description="The provider the meter belongs to.")
-    def provider(self) -> ProviderEnum:
-        return from_domain(ProviderEnum, self.model.provider)
-
-    @strawberry.field(
+    provider: ProviderEnum = strawberry.field(description="The provider the meter belongs to.")
+    feature_id: str = strawberry.field(
         description="The metered feature: the provider's feature id for Almanac; `credits`, "
         "`social_accounts` or `ai_tokens` for Autoposting."
     )
-    def feature_id(self) -> str:
-        return self.model.feature_id
-
-    @strawberry.field(description="How much has been used in the current period.")
-    def used(self) -> float:
-        return self.model.used
-
-    @strawberry.field(description="How much the plan grants; null when unlimited or not said.")
-    def granted(self) -> float | None:
-        return self.model.granted
-
-    @strawberry.field(description="How much is left; null when unlimited or not said.")
-    def remaining(self) -> float | None:
-        return self.model.remaining
-
-    @strawberry.field(description="Whether the feature is unlimited.")
-    def unlimited(self) -> bool:
-        return self.model.unlimited
-
-    @strawberry.field(description="Whether use beyond the grant is allowed (and billed).")
-    def overage_allowed(self) -> bool:
-        return self.model.overage_allowed
-
-    @strawberry.field(description="When the meter resets; null when it does not or is not said.")
-    def resets_at(self) -> datetime | None:
-        return self.model.resets_at
-
-    @strawberry.field(
+    used: float = strawberry.field(description="How much has been used in the current period.")
+    granted: float | None = strawberry.field(
+        description="How much the plan grants; null when unlimited or not said."
+    )
+    remaining: float | None = strawberry.field(
+        description="How much is left; null when unlimited or not said."
+    )
+    unlimited: bool = strawberry.field(description="Whether the feature is unlimited.")
+    overage_allowed: bool = strawberry.field(
+        description="Whether use beyond the grant is allowed (and billed)."
+    )
+    resets_at: datetime | None = strawberry.field(
+        description="When the meter resets; null when it does not or is not said."
+    )
+    used_fraction: float | None = strawberry.field(
         description="`used / granted` (above 1 when over the limit); null when unlimited or "
         "nothing is granted."
     )
-    def used_fraction(self) -> float | None:
-        return self.model.used_fraction
+    raw: JSON = strawberry.field(description=RAW_DESCRIPTION)
 
-    @strawberry.field(description=RAW_DESCRIPTION)
-    def raw(self) -> JSON:
-        return _json(self.model.raw)
+    @classmethod
+    def of(cls, model: models.UsageMeter, ref: AccountRef) -> UsageMeter:
+        """The GraphQL meter of `model`, for the account of `ref`."""
+        return cls(
+            model=model,
+            ref=ref,
+            provider=from_domain(ProviderEnum, model.provider),
+            feature_id=model.feature_id,
+            used=model.used,
+            granted=model.granted,
+            remaining=model.remaining,
+            unlimited=model.unlimited,
+            overage_allowed=model.overage_allowed,
+            resets_at=model.resets_at,
+            used_fraction=model.used_fraction,
+            raw=_json(model.raw),
+        )
 
 
 @strawberry.type(description="The state of an account's subscription, as the provider reports it.")
 class SubscriptionState:
+    # Plain attributes, set by `of` (see `Plan`).
     model: strawberry.Private[models.Subscription]
     ref: strawberry.Private[AccountRef]
 
-    @strawberry.field(description="Globally unique id of this account's subscription.")
-    async def id(self, info: Info) -> strawberry.ID:
-        account = await _account_id(info, self.ref)
-        return strawberry.ID(global_id("SubscriptionState", self.ref.provider, account))
+    id: strawberry.ID = strawberry.field(
+        resolver=_subscription_global_id,
+        description="Globally unique id of this account's subscription.",
+    )
 
-    @strawberry.field(description="The provider of the subscription.")
-    def provider(self) -> ProviderEnum:
-        return from_domain(ProviderEnum, self.model.provider)
+    provider: ProviderEnum = strawberry.field(description="The provider of the subscription.")
+    status: SubscriptionStatusEnum = strawberry.field(description="The normalized status.")
+    status_raw: str | None = strawberry.field(
+        description="The status exactly as the provider wrote it."
+    )
+    plan_id: strawberry.ID | None = strawberry.field(
+        description="The provider's id of the subscribed plan."
+    )
+    billing_cycle: str | None = strawberry.field(
+        description="The billing cycle as the provider writes it, e.g. monthly."
+    )
+    current_period_start: datetime | None = strawberry.field(
+        description="Start of the current billing period."
+    )
+    current_period_end: datetime | None = strawberry.field(
+        description="End of the current billing period."
+    )
+    trial_end: datetime | None = strawberry.field(description="End of the trial, when trialing.")
+    cancelled_at: datetime | None = strawberry.field(
+        description="When the subscription was canceled."
+    )
+    suspended_at: datetime | None = strawberry.field(
+        description="When the provider suspended the account."
+    )
+    pending_plan_id: strawberry.ID | None = strawberry.field(
+        description="The plan the subscription will change to, if one is pending."
+    )
+    pending_change_at: datetime | None = strawberry.field(
+        description="When the pending plan change takes effect."
+    )
+    raw: JSON = strawberry.field(description=RAW_DESCRIPTION)
 
-    @strawberry.field(description="The normalized status.")
-    def status(self) -> SubscriptionStatusEnum:
-        return from_domain(SubscriptionStatusEnum, self.model.status)
-
-    @strawberry.field(description="The status exactly as the provider wrote it.")
-    def status_raw(self) -> str | None:
-        return self.model.status_raw
-
-    @strawberry.field(description="The provider's id of the subscribed plan.")
-    def plan_id(self) -> strawberry.ID | None:
-        plan_id = self.model.plan_id
-        return strawberry.ID(plan_id) if plan_id else None
-
-    @strawberry.field(description="The billing cycle as the provider writes it, e.g. monthly.")
-    def billing_cycle(self) -> str | None:
-        return self.model.billing_cycle
-
-    @strawberry.field(description="Start of the current billing period.")
-    def current_period_start(self) -> datetime | None:
-        return self.model.current_period_start
-
-    @strawberry.field(description="End of the current billing period.")
-    def current_period_end(self) -> datetime | None:
-        return self.model.current_period_end
-
-    @strawberry.field(description="End of the trial, when trialing.")
-    def trial_end(self) -> datetime | None:
-        return self.model.trial_end
-
-    @strawberry.field(description="When the subscription was canceled.")
-    def cancelled_at(self) -> datetime | None:
-        return self.model.cancelled_at
-
-    @strawberry.field(description="When the provider suspended the account.")
-    def suspended_at(self) -> datetime | None:
-        return self.model.suspended_at
-
-    @strawberry.field(description="The plan the subscription will change to, if one is pending.")
-    def pending_plan_id(self) -> strawberry.ID | None:
-        pending = self.model.pending_plan_id
-        return strawberry.ID(pending) if pending else None
-
-    @strawberry.field(description="When the pending plan change takes effect.")
-    def pending_change_at(self) -> datetime | None:
-        return self.model.pending_change_at
-
-    @strawberry.field(description=RAW_DESCRIPTION)
-    def raw(self) -> JSON:
-        return _json(self.model.raw)
+    @classmethod
+    def of(cls, model: models.Subscription, ref: AccountRef) -> SubscriptionState:
+        """The GraphQL subscription state of `model`, for the account of `ref`."""
+        plan_id = model.plan_id
+        pending = model.pending_plan_id
+        return cls(
+            model=model,
+            ref=ref,
+            provider=from_domain(ProviderEnum, model.provider),
+            status=from_domain(SubscriptionStatusEnum, model.status),
+            status_raw=model.status_raw,
+            plan_id=strawberry.ID(plan_id) if plan_id else None,
+            billing_cycle=model.billing_cycle,
+            current_period_start=model.current_period_start,
+            current_period_end=model.current_period_end,
+            trial_end=model.trial_end,
+            cancelled_at=model.cancelled_at,
+            suspended_at=model.suspended_at,
+            pending_plan_id=strawberry.ID(pending) if pending else None,
+            pending_change_at=model.pending_change_at,
+            raw=_json(model.raw),
+        )
 
 
 @strawberry.type(description="Whether the caller may manage the account's billing, and why.")
@@ -273,20 +290,20 @@ class BillingAccount:
     )
     async def plans(self, info: Info) -> list[Plan]:
         plans = await _source(info, self.ref).plans(self.ref)
-        return [Plan(model=plan, ref=self.ref) for plan in plans]
+        return [Plan.of(plan, self.ref) for plan in plans]
 
     @strawberry.field(description="The current plan; null when the provider marks none.")
     async def current_plan(self, info: Info) -> Plan | None:
         plans = await _source(info, self.ref).plans(self.ref)
         current = next((plan for plan in plans if plan.current), None)
-        return Plan(model=current, ref=self.ref) if current else None
+        return Plan.of(current, self.ref) if current else None
 
     @strawberry.field(
         description="The subscription state; null where the provider reports none (Almanac)."
     )
     async def subscription(self, info: Info) -> SubscriptionState | None:
         subscription = await _source(info, self.ref).subscription(self.ref)
-        return SubscriptionState(model=subscription, ref=self.ref) if subscription else None
+        return SubscriptionState.of(subscription, self.ref) if subscription else None
 
     @strawberry.field(
         description="Whether the caller may manage billing; null where the provider does not "
@@ -308,7 +325,7 @@ class BillingAccount:
     )
     async def usage_meters(self, info: Info) -> list[UsageMeter] | None:
         meters = await _source(info, self.ref).usage_meters(self.ref)
-        return [UsageMeter(model=meter, ref=self.ref) for meter in meters]
+        return [UsageMeter.of(meter, self.ref) for meter in meters]
 
     @strawberry.field(description=RAW_DESCRIPTION)
     async def raw(self, info: Info) -> JSON:
