@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
+from gateway import jsonfast
 from gateway.context import Context, build_context
 from gateway.errors import ErrorCode
 from gateway.examples import EXAMPLE_MUTATION, EXAMPLE_QUERY
@@ -168,12 +168,15 @@ class GatewayGraphQL(GraphQL[Context, None]):
         # Strawberry 0.341 answers 500 to a POST body that is not UTF-8, or is JSON but not an
         # object or a list: refuse both as a malformed request. (Query-string values are str.)
         try:
-            value = json.loads(data)
+            value = jsonfast.loads(data)
         except UnicodeDecodeError:
             raise HTTPException(400, "Unable to parse request body as JSON") from None
         if isinstance(data, bytes) and not isinstance(value, dict | list):
             raise HTTPException(400, "The request body must be a JSON object with a `query`.")
         return value
+
+    def encode_json(self, data: object) -> bytes:
+        return jsonfast.dumps(data)
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

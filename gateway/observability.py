@@ -13,7 +13,6 @@ top-level error, or a 5xx) and `ok`.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -26,6 +25,7 @@ from urllib.parse import parse_qs
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import jsonfast
 from gateway.errors import ErrorCode
 from gateway.metrics import UNKNOWN, Metrics
 from gateway.request_id import REQUEST_ID
@@ -167,7 +167,7 @@ def operation_name(scope: Scope, body: bytes) -> str | None:
         payload = {key: values[0] for key, values in params.items()}
     else:
         try:
-            payload = json.loads(body)
+            payload = jsonfast.loads(body)
         except ValueError:
             return UNKNOWN
     if not isinstance(payload, dict):
@@ -185,7 +185,7 @@ def operation_name(scope: Scope, body: bytes) -> str | None:
 def graphql_outcome(status: int, body: bytes) -> tuple[str, list[str]]:
     """The outcome of a GraphQL response, and the codes of its top-level errors."""
     try:
-        payload = json.loads(body) if body else None
+        payload = jsonfast.loads(body) if body else None
     except ValueError:
         payload = None
     errors = payload.get("errors") if isinstance(payload, dict) else None

@@ -238,6 +238,20 @@ async def test_almanac_billing_state_is_one_authenticated_json_get_on_the_base_u
     assert request.content == b""
 
 
+async def test_a_cookie_an_upstream_sets_is_never_sent_again_not_even_with_the_same_credential(
+    connect: Connect,
+) -> None:
+    # One client serves every caller: a cookie kept from one credential's answer would reach
+    # requests made with another's.
+    h = connect(ALMANAC, answer(200, {}, headers={"set-cookie": "session=abc; Path=/"}))
+
+    await h.client.get_billing_state(ORG, credential=CREDENTIAL)  # type: ignore[attr-defined]
+    await h.client.get_billing_state(ORG, credential=Credential("other"))  # type: ignore[attr-defined]
+
+    assert [r.headers.get("cookie") for r in h.upstream.requests] == [None, None]
+    assert h.upstream.requests[1].headers["user-agent"].startswith("billing-gateway/")
+
+
 async def test_every_call_carries_the_connect_and_read_timeouts_of_the_settings(
     connect: Connect,
 ) -> None:
