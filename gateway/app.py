@@ -39,6 +39,7 @@ from gateway.metrics import Metrics
 from gateway.observability import ObservabilityMiddleware, UpstreamRecorder
 from gateway.persisted import PersistedOperations, PersistedQueryError
 from gateway.provider import Provider
+from gateway.redis_cache import RedisResponseCache
 from gateway.redis_store import RedisIdempotencyStore, open_redis, redis_check
 from gateway.schema import build_schema
 from gateway.security import (
@@ -223,7 +224,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        clients = Clients.create(settings, transports)
+        # One Redis client per app (its pool), for every shared-state user: idempotency keys, and
+        # the response cache when the settings cache any answer (else the clients ignore it).
+        redis = open_redis(settings.redis_url) if settings.redis_url else None
+        cache = None if redis is None else RedisResponseCache(redis)
+        clients = Clients.create(settings, transports, cache=cache)
         upstreams = (clients.almanac, clients.autoposting)
         recorder = UpstreamRecorder(metrics)
         for client in upstreams:
@@ -235,8 +240,6 @@ def create_app(
             tracing.configure_tracer_provider()
             tracing.instrument_clients(upstreams)
         timeout = settings.ready_timeout
-        # One Redis client per app (its pool), for every shared-state user: idempotency keys now.
-        redis = open_redis(settings.redis_url) if settings.redis_url else None
         shared = None if redis is None else RedisIdempotencyStore(redis, settings.idempotency_ttl)
         store = ObservedIdempotencyStore(
             idempotency or shared or MemoryIdempotencyStore(settings.idempotency_ttl),

@@ -297,7 +297,8 @@ class Clients:
         cache: ResponseCache | None = None,
     ) -> Clients:
         """Clients for both providers; `transports` replaces the network (tests, benchmarks),
-        `cache` the in-process cache of upstream answers (used when the settings cache any)."""
+        `cache` the in-process cache of upstream answers (a shared one: `RedisResponseCache`).
+        Either is used only when the settings cache some answers."""
         transports = transports or {}
         policy = CachePolicy(
             state_seconds=settings.cache_seconds, usage_seconds=settings.cache_usage_seconds

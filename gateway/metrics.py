@@ -88,8 +88,15 @@ class Metrics:
         )
         self.cache_lookups = Counter(
             "gateway_upstream_cache_lookups",
-            "Lookups of cacheable upstream answers, by result (hit, miss).",
+            "Lookups of cacheable upstream answers, by result (hit, miss; error: the cache did "
+            "not answer, so the provider was asked).",
             ["provider", "endpoint", "result"],
+            registry=registry,
+        )
+        self.cache_store_errors = Counter(
+            "gateway_upstream_cache_store_errors",
+            "Upstream answers not kept: the cache failed or did not answer in time (Redis down).",
+            ["provider", "endpoint"],
             registry=registry,
         )
         self.idempotency = Counter(
@@ -153,6 +160,12 @@ class Metrics:
 
     def cache_lookup(self, provider: str, endpoint: str, *, hit: bool) -> None:
         self.cache_lookups.labels(provider, endpoint, "hit" if hit else "miss").inc()
+
+    def cache_failed(self, provider: str, endpoint: str, *, operation: str) -> None:
+        if operation == "get":
+            self.cache_lookups.labels(provider, endpoint, "error").inc()
+        else:
+            self.cache_store_errors.labels(provider, endpoint).inc()
 
     def request_coalesced(self, provider: str, endpoint: str) -> None:
         self.coalesced.labels(provider, endpoint).inc()

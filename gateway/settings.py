@@ -146,11 +146,12 @@ class Settings:
     metrics_open: bool = False
     otel: bool = False
     shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT
-    # A Redis shared by replicas (docs/replicas.md): idempotency keys live there, and /readyz
-    # checks it. None: keys are kept in this process only.
+    # A Redis shared by replicas (docs/replicas.md): idempotency keys live there, and cached
+    # upstream answers when the cache is on; /readyz checks it. None: both in this process only.
     redis_url: str | None = None
     # Performance (README "Operators"): upstream pool size; identical GETs in flight shared; billing
-    # state and usage answers reused for this many seconds (0: not cached), in an LRU this large.
+    # state and usage answers reused for this many seconds (0: not cached), in Redis with a
+    # `redis_url`, else in an LRU this large.
     upstream_max_connections: int = DEFAULT_UPSTREAM_MAX_CONNECTIONS
     coalesce: bool = DEFAULT_COALESCE
     cache_seconds: float = DEFAULT_CACHE_SECONDS

@@ -42,6 +42,11 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
                          "gateway.loaders", "gateway.upstreams"),
     "gateway.redis_store": ("strawberry", "httpx", "gateway.schema", "gateway.context",
                             "gateway.loaders", "gateway.upstreams"),
+    # A `ResponseCache` of the upstream layer, over Redis: the interface, no HTTP.
+    "gateway.redis_cache": ("strawberry", "starlette", "httpx", "gateway.schema", "gateway.context",
+                            "gateway.loaders", "gateway.models", "gateway.normalize",
+                            "gateway.upstreams._base", "gateway.upstreams.almanac",
+                            "gateway.upstreams.autoposting"),
     # The sandbox plays the external services: it shares no code with the gateway.
     "gateway.sandbox": ("gateway.errors", "gateway.models", "gateway.normalize",
                         "gateway.upstreams", "gateway.loaders", "gateway.schema",

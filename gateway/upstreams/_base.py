@@ -45,7 +45,10 @@ Observation hooks (set by the app with `observe`; none by default)
 Reuse contract (`gateway.upstreams.reuse`; POSTs and probes never take part)
 - A GET of an endpoint the client lists in `cached` is answered from the `ResponseCache` while its
   answer is fresh: keyed by provider, path, query and the credential's hash, kept for the
-  `CachePolicy`'s seconds of its group (0: not cached), stored only when it succeeded.
+  `CachePolicy`'s seconds of its group (0: not cached), stored only when it succeeded. A cache
+  that cannot answer (`CacheUnavailable`: a shared store down or slow) never fails the GET: the
+  lookup is a miss and the store is skipped, each reported to the `ReuseObserver`; a warning is
+  logged when lookups or stores start failing (not once per GET), an info line when they recover.
 - Otherwise, with coalescing on, a GET identical (same key) to one in flight in this client waits
   for it rather than sending its own. The shared unit is the whole call, retries included, under
   one circuit-breaker ticket and one retry-budget deposit: the waiters would have sent the same
@@ -88,8 +91,10 @@ from gateway.settings import Credential, UpstreamSettings
 from gateway.upstreams.resilience import BreakerState, CircuitBreaker, Clock, RetryBudget, Ticket
 from gateway.upstreams.reuse import (
     CACHED_ENDPOINTS,
+    Cached,
     CacheGroup,
     CachePolicy,
+    CacheUnavailable,
     Coalescer,
     ResponseCache,
     request_key,
@@ -156,6 +161,10 @@ class ReuseObserver(Protocol):
     def cache_lookup(self, provider: str, endpoint: str, *, hit: bool) -> None:
         """A cacheable GET was looked up in the cache."""
 
+    def cache_failed(self, provider: str, endpoint: str, *, operation: str) -> None:
+        """The cache could not answer a lookup (`operation` "get", answered as a miss) or keep
+        an answer ("set", skipped)."""
+
     def request_coalesced(self, provider: str, endpoint: str) -> None:
         """A GET waits for an identical GET in flight instead of sending its own."""
 
@@ -176,6 +185,9 @@ class _NoObserver:
         pass
 
     def cache_lookup(self, provider: str, endpoint: str, *, hit: bool) -> None:
+        pass
+
+    def cache_failed(self, provider: str, endpoint: str, *, operation: str) -> None:
         pass
 
     def request_coalesced(self, provider: str, endpoint: str) -> None:
@@ -259,6 +271,9 @@ class UpstreamClient:
         self._coalescer = Coalescer() if coalesce else None
         self.cache_policy = cache_policy or CachePolicy()
         self._cache = cache if self.cache_policy.enabled else None
+        # Cache operations ("get", "set") whose last attempt failed: warned once, until one answers
+        # (a read-only Redis fails every set but no get: one warning, not one per GET).
+        self._cache_failing: set[str] = set()
         # Endpoint templates whose GET answers may be cached, by group (see the reuse contract).
         self.cached: Mapping[str, CacheGroup] = CACHED_ENDPOINTS.get(self.provider, {})
 
@@ -300,15 +315,14 @@ class UpstreamClient:
         key = request_key(self.provider.value, path, params, credential)
         ttl = self.cache_policy.ttl(self.cached.get(endpoint))
         if self._cache is not None and ttl > 0:
-            cached = await self._cache.get(key)
-            self.reuse_observer.cache_lookup(self.provider.value, endpoint, hit=cached is not None)
+            cached = await self._cache_get(self._cache, key, endpoint)
             if cached is not None:
                 return cached.value
 
         async def fetch() -> object:
             body = await self._get(path, credential=credential, params=params)
             if self._cache is not None and ttl > 0:
-                await self._cache.set(key, body, ttl)
+                await self._cache_set(self._cache, key, body, ttl, endpoint)
             return body
 
         if self._coalescer is None or self.breaker.state is not BreakerState.CLOSED:
@@ -320,6 +334,42 @@ class UpstreamClient:
             fetch,
             joined=lambda: self.reuse_observer.request_coalesced(self.provider.value, endpoint),
         )
+
+    async def _cache_get(self, cache: ResponseCache, key: str, endpoint: str) -> Cached | None:
+        try:
+            cached = await cache.get(key)
+        except CacheUnavailable as exc:
+            self._cache_failed(exc, endpoint, "get")
+            return None
+        self._cache_answered("get")
+        self.reuse_observer.cache_lookup(self.provider.value, endpoint, hit=cached is not None)
+        return cached
+
+    async def _cache_set(
+        self, cache: ResponseCache, key: str, body: object, ttl: float, endpoint: str
+    ) -> None:
+        try:
+            await cache.set(key, body, ttl)
+        except CacheUnavailable as exc:
+            self._cache_failed(exc, endpoint, "set")
+            return
+        self._cache_answered("set")
+
+    def _cache_failed(self, exc: CacheUnavailable, endpoint: str, operation: str) -> None:
+        self.reuse_observer.cache_failed(self.provider.value, endpoint, operation=operation)
+        if operation not in self._cache_failing:
+            self._cache_failing.add(operation)
+            logger.warning(
+                "%s response cache unavailable (%s): %s",
+                self.provider.value,
+                exc,
+                "lookups are misses" if operation == "get" else "answers are not kept",
+            )
+
+    def _cache_answered(self, operation: str) -> None:
+        if operation in self._cache_failing:
+            self._cache_failing.discard(operation)
+            logger.info("%s response cache answers %s again", self.provider.value, operation)
 
     async def _get(
         self, path: str, *, credential: Credential | None, params: Mapping[str, str] | None

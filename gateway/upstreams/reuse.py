@@ -11,8 +11,10 @@ its last waiter is cancelled, it is cancelled too. It runs in the context of its
 request id goes upstream).
 
 Cache (`ResponseCache`): an async interface of string keys and JSON-compatible values with a
-time-to-live, so that a shared store (Redis) can implement it later; `MemoryResponseCache` is a
-bounded LRU of this process. Only successful answers are stored.
+time-to-live. `MemoryResponseCache` is a bounded LRU of this process; `gateway.redis_cache` keeps
+entries in Redis, shared by every process pointed at it. Only successful answers are stored. A
+cache that cannot answer (a shared store down or slow) raises `CacheUnavailable`, and the client
+carries on without it: a failed lookup is a miss, a failed store is skipped.
 """
 
 from __future__ import annotations
@@ -59,8 +61,16 @@ class Cached:
     value: object
 
 
+class CacheUnavailable(Exception):
+    """A `ResponseCache` failed or did not answer in time; its message names no key. Never reaches a
+    caller: the client reads it as a miss, or skips the store (see `_base`'s reuse contract)."""
+
+
 class ResponseCache(Protocol):
-    """Decoded upstream answers by `request_key`, each kept for its own time-to-live."""
+    """Decoded upstream answers by `request_key`, each kept for its own time-to-live.
+
+    Either method may raise `CacheUnavailable`, and nothing else, when the store fails.
+    """
 
     async def get(self, key: str) -> Cached | None:
         """The live entry of `key`, or None."""
