@@ -18,13 +18,13 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
-from strawberry.extensions.validation_cache import _get_validate_cache
 
+import gateway.schema as gateway_schema
 from gateway.__main__ import DEMO_API_KEY, _demo_banner
 from gateway.app import create_app
 from gateway.provider import Provider
 from gateway.sandbox import SandboxState, create_almanac_app, create_autoposting_app
-from gateway.schema import DOCUMENT_CACHE_SIZE, build_schema
+from gateway.schema import DOCUMENT_CACHE_SIZE, TextKeyedValidationCache, build_schema
 from gateway.security import ApiKeys
 from gateway.settings import DEFAULT_MAX_BODY_BYTES, Credential, Settings
 from tests.support import TEST_API_KEY, make_settings
@@ -555,20 +555,43 @@ async def test_a_query_within_the_configured_depth_is_answered(state: SandboxSta
     assert "errors" not in response.json(), response.text
 
 
-def test_a_repeated_document_is_validated_once() -> None:
+def test_a_repeated_document_is_validated_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # QueryDepthLimiter and MaxAliasesLimiter made per operation would key every validation
-    # anew; build_schema shares their rules so that ValidationCache hits.
-    cache = _get_validate_cache(DOCUMENT_CACHE_SIZE)
+    # anew; build_schema shares their rules so that the validation cache hits.
+    validated: list[object] = []
+
+    def counting(*args: object) -> object:
+        validated.append(args[1])
+        return real(*args)  # type: ignore[arg-type]
+
+    real = gateway_schema.validate_document
+    monkeypatch.setattr(gateway_schema, "validate_document", counting)
     schema = build_schema(make_settings())
     document = "{ repeated: __typename }"
 
-    before = cache.cache_info()
     for _ in range(3):
         assert schema.execute_sync(document).errors is None
-    after = cache.cache_info()
 
-    assert after.misses - before.misses == 1
-    assert after.hits - before.hits == 2
+    assert len(validated) == 1
+
+
+def test_the_validation_cache_keys_by_text_and_keeps_each_documents_own_errors() -> None:
+    schema = build_schema(make_settings())
+    good, bad = "{ textKeyed: __typename }", "{ textKeyedNoSuchField }"
+
+    for _ in range(2):
+        assert schema.execute_sync(good).errors is None
+        errors = schema.execute_sync(bad).errors
+        assert errors
+        assert "textKeyedNoSuchField" in errors[0].message
+
+
+def test_the_validation_cache_is_bounded() -> None:
+    schema = build_schema(make_settings())
+    for n in range(DOCUMENT_CACHE_SIZE + 5):
+        assert schema.execute_sync(f"{{ bounded{n}: __typename }}").errors is None
+
+    assert len(TextKeyedValidationCache._entries) <= DOCUMENT_CACHE_SIZE
 
 
 # --- CORS ----------------------------------------------------------------------------------------

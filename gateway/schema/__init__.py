@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
+from typing import ClassVar
 
 import strawberry
 from graphql import GraphQLError
@@ -19,6 +21,7 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.printer import print_schema
+from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
 
 from gateway.schema.errors import ErrorFormatting, GatewayErrorHandler
@@ -66,7 +69,7 @@ def build_schema(
     extensions: list[Callable[[], SchemaExtension]] = [
         ErrorFormatting,
         partial(ReportingParserCache, maxsize=DOCUMENT_CACHE_SIZE),
-        partial(ValidationCache, maxsize=DOCUMENT_CACHE_SIZE),
+        partial(TextKeyedValidationCache, maxsize=DOCUMENT_CACHE_SIZE),
         _validation_limits(max_depth=max_depth, max_aliases=max_aliases),
         partial(MaxTokensLimiter, max_token_count=max_tokens),
     ]
@@ -101,6 +104,47 @@ class ReportingParserCache(ParserCache):
         yield
 
 
+class TextKeyedValidationCache(ValidationCache):
+    """ValidationCache keyed by the operation's text instead of its syntax tree.
+
+    Strawberry's cache is an lru_cache over the DocumentNode, and graphql-core hashes a node by
+    walking its whole tree: every lookup of a cached document paid a deep hash, 25-30 us for the
+    benchmark's documents, 2% of a one-account query (BENCHMARKS.md). The text names the same
+    document (the parser is deterministic, and ParserCache keys by it too), so it keys the same
+    results. Entries are shared by every operation of the process, least recently used first out
+    beyond `maxsize`.
+    """
+
+    _entries: ClassVar[OrderedDict[tuple[int, str, tuple[object, ...]], list[GraphQLError]]] = (
+        OrderedDict()
+    )
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize=maxsize)
+        self.maxsize = maxsize
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        if context.query is None or document is None:
+            yield from super().on_validate()
+            return
+        key = (id(context.schema._schema), context.query, tuple(context.validation_rules))
+        entries = self._entries
+        errors = entries.get(key)
+        if errors is None:
+            errors = validate_document(
+                context.schema._schema, document, tuple(context.validation_rules)
+            )
+            entries[key] = errors
+            while len(entries) > self.maxsize:
+                entries.popitem(last=False)
+        else:
+            entries.move_to_end(key)
+        context.pre_execution_errors = errors
+        yield
+
+
 def _validation_limits(*, max_depth: int, max_aliases: int) -> Callable[[], SchemaExtension]:
     """QueryDepthLimiter and MaxAliasesLimiter, as one factory that reuses their rules.
 
@@ -120,4 +164,4 @@ def schema_sdl(schema: strawberry.Schema | None = None) -> str:
     return print_schema(schema or build_schema()) + "\n"
 
 
-__all__ = ["build_schema", "schema_sdl"]
+__all__ = ["TextKeyedValidationCache", "build_schema", "schema_sdl"]
