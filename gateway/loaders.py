@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import enum
 from abc import abstractmethod
-from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from aiodataloader import DataLoader
@@ -43,6 +44,9 @@ from gateway.validation import account_mismatch
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+# Normalized answers kept for reuse (`NormalizedAnswers`): a few hundred small models.
+DEFAULT_NORMALIZED_ENTRIES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,74 +89,134 @@ class ConcurrentLoader(DataLoader[K, V], Generic[K, V]):
         return value
 
 
+class NormalizedAnswers:
+    """Normalized models by the identity of the upstream JSON they were made from.
+
+    Coalesced and cached GETs hand one decoded answer to every request that shares them; each
+    request normalized it again, which cost more than the rest of its loads. Models are frozen,
+    so one normalization serves them all. An entry holds its answer, so the id it is keyed by
+    cannot be reused while it is kept; least recently used entries go beyond `max_entries`.
+    Each loader keys its own kind: one answer may be normalized differently by two loaders.
+    """
+
+    def __init__(self, max_entries: int = DEFAULT_NORMALIZED_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[int, str], tuple[object, object]] = OrderedDict()
+
+    def get(self, kind: str, payload: object, normalize: Callable[[], V]) -> V:
+        """`normalize()` of `payload`, made once while `payload` is kept."""
+        key = (id(payload), kind)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is payload:
+            self._entries.move_to_end(key)
+            return cast(V, entry[1])
+        value = normalize()
+        self._entries[key] = (payload, value)
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class AlmanacBillingByOrganizationLoader(ConcurrentLoader[AlmanacKey, AlmanacBilling]):
     """Almanac billing state (plans, usage, manage) per organization."""
 
-    def __init__(self, client: AlmanacClient, *, currency: str) -> None:
+    def __init__(
+        self, client: AlmanacClient, *, currency: str, normalized: NormalizedAnswers
+    ) -> None:
         super().__init__()
         self.client = client
         self.currency = currency
+        self.normalized = normalized
 
     async def load_one(self, key: AlmanacKey) -> AlmanacBilling:
         payload = await self.client.get_billing_state(
             key.organization_id, credential=key.credential
         )
-        return normalize.almanac_billing(payload, currency=self.currency)
+        return self.normalized.get(
+            "almanac billing",
+            payload,
+            lambda: normalize.almanac_billing(payload, currency=self.currency),
+        )
 
 
 class AutopostingBillingByCredentialLoader(ConcurrentLoader[Credential, AutopostingBilling]):
     """Autoposting billing status, with the configured plan catalog applied, per API key."""
 
     def __init__(
-        self, client: AutopostingClient, *, catalog: Sequence[Mapping[str, Any]], currency: str
+        self,
+        client: AutopostingClient,
+        *,
+        catalog: Sequence[Mapping[str, Any]],
+        currency: str,
+        normalized: NormalizedAnswers,
     ) -> None:
         super().__init__()
         self.client = client
         self.catalog = catalog
         self.currency = currency
+        self.normalized = normalized
 
     async def load_one(self, key: Credential) -> AutopostingBilling:
-        status = normalize.autoposting_status(await self.client.get_billing_status(credential=key))
-        plans = normalize.autoposting_plans(self.catalog, status, currency=self.currency)
-        return AutopostingBilling(status=status, plans=plans)
+        payload = await self.client.get_billing_status(credential=key)
+
+        def billing() -> AutopostingBilling:
+            status = normalize.autoposting_status(payload)
+            plans = normalize.autoposting_plans(self.catalog, status, currency=self.currency)
+            return AutopostingBilling(status=status, plans=plans)
+
+        return self.normalized.get("autoposting billing", payload, billing)
 
 
 class AutopostingCreditsByCredentialLoader(ConcurrentLoader[Credential, UsageMeter]):
     """The Autoposting credits meter per API key."""
 
-    def __init__(self, client: AutopostingClient) -> None:
+    def __init__(self, client: AutopostingClient, *, normalized: NormalizedAnswers) -> None:
         super().__init__()
         self.client = client
+        self.normalized = normalized
 
     async def load_one(self, key: Credential) -> UsageMeter:
-        return normalize.autoposting_credits_meter(
-            await self.client.get_credit_summary(credential=key)
+        payload = await self.client.get_credit_summary(credential=key)
+        return self.normalized.get(
+            "autoposting credits", payload, lambda: normalize.autoposting_credits_meter(payload)
         )
 
 
 class AutopostingTokensByCredentialLoader(ConcurrentLoader[Credential, UsageMeter]):
     """The Autoposting AI-token meter per API key, over the configured period."""
 
-    def __init__(self, client: AutopostingClient, *, period: str) -> None:
+    def __init__(
+        self, client: AutopostingClient, *, period: str, normalized: NormalizedAnswers
+    ) -> None:
         super().__init__()
         self.client = client
         self.period = period
+        self.normalized = normalized
 
     async def load_one(self, key: Credential) -> UsageMeter:
-        return normalize.autoposting_tokens_meter(
-            await self.client.get_token_usage(period=self.period, credential=key)
+        payload = await self.client.get_token_usage(period=self.period, credential=key)
+        return self.normalized.get(
+            "autoposting tokens", payload, lambda: normalize.autoposting_tokens_meter(payload)
         )
 
 
 class AutopostingProfileByCredentialLoader(ConcurrentLoader[Credential, AutopostingProfile]):
     """The organization behind each Autoposting API key."""
 
-    def __init__(self, client: AutopostingClient) -> None:
+    def __init__(self, client: AutopostingClient, *, normalized: NormalizedAnswers) -> None:
         super().__init__()
         self.client = client
+        self.normalized = normalized
 
     async def load_one(self, key: Credential) -> AutopostingProfile:
-        return normalize.autoposting_profile(await self.client.get_profile(credential=key))
+        payload = await self.client.get_profile(credential=key)
+        return self.normalized.get(
+            "autoposting profile", payload, lambda: normalize.autoposting_profile(payload)
+        )
 
 
 class Need(enum.Flag):
@@ -283,10 +347,12 @@ class AutopostingAccounts:
 
 @dataclass(frozen=True, slots=True)
 class Clients:
-    """The upstream clients, shared by all requests for the life of the app."""
+    """The upstream clients, shared by all requests for the life of the app, and the models
+    normalized from the answers they share between requests."""
 
     almanac: AlmanacClient
     autoposting: AutopostingClient
+    normalized: NormalizedAnswers = field(default_factory=lambda: NormalizedAnswers())
 
     @classmethod
     def create(
@@ -329,19 +395,25 @@ class Loaders:
     """The loaders of one request, and the account source of each provider over them."""
 
     def __init__(self, clients: Clients, settings: Settings) -> None:
+        normalized = clients.normalized
         self.almanac_billing = AlmanacBillingByOrganizationLoader(
-            clients.almanac, currency=settings.almanac.currency
+            clients.almanac, currency=settings.almanac.currency, normalized=normalized
         )
         self.autoposting_billing = AutopostingBillingByCredentialLoader(
             clients.autoposting,
             catalog=settings.autoposting_plans,
             currency=settings.autoposting.currency,
+            normalized=normalized,
         )
-        self.autoposting_credits = AutopostingCreditsByCredentialLoader(clients.autoposting)
+        self.autoposting_credits = AutopostingCreditsByCredentialLoader(
+            clients.autoposting, normalized=normalized
+        )
         self.autoposting_tokens = AutopostingTokensByCredentialLoader(
-            clients.autoposting, period=settings.autoposting_tokens_period
+            clients.autoposting, period=settings.autoposting_tokens_period, normalized=normalized
         )
-        self.autoposting_profiles = AutopostingProfileByCredentialLoader(clients.autoposting)
+        self.autoposting_profiles = AutopostingProfileByCredentialLoader(
+            clients.autoposting, normalized=normalized
+        )
         self._sources: dict[Provider, AccountSource] = {
             Provider.ALMANAC: AlmanacAccounts(self.almanac_billing),
             Provider.AUTOPOSTING: AutopostingAccounts(

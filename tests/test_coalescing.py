@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from gateway import normalize
 from gateway.errors import UpstreamUnavailable
+from gateway.loaders import NormalizedAnswers
 from gateway.metrics import Metrics
 from gateway.provider import Provider
 from gateway.sandbox import (
@@ -437,3 +439,62 @@ async def test_a_coalescer_forgets_a_key_once_its_call_is_done() -> None:
 
     assert await coalescer.run("k", call) == 1
     assert coalescer.in_flight() == 0
+
+
+# Normalized models shared with the answers
+
+
+async def test_requests_sharing_one_upstream_answer_share_its_normalized_models(
+    gateway: Gateway, state: SandboxState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    normalized: list[object] = []
+    real = normalize.almanac_billing
+
+    def counting(payload: object, **options: str) -> object:
+        normalized.append(payload)
+        return real(payload, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(normalize, "almanac_billing", counting)
+    slow(state)
+
+    results = await asyncio.gather(*(gateway.execute(ALMANAC) for _ in range(10)))
+
+    assert all(r["billingAccount"]["manage"]["allowed"] is True for r in results)
+    assert state.count("almanac", "GET", BILLING) == 1
+    assert len(normalized) == 1
+
+
+async def test_each_new_answer_is_normalized_anew(
+    gateway: Gateway, state: SandboxState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    normalized: list[object] = []
+    real = normalize.almanac_billing
+
+    def counting(payload: object, **options: str) -> object:
+        normalized.append(payload)
+        return real(payload, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(normalize, "almanac_billing", counting)
+
+    for _ in range(3):
+        await gateway.execute(ALMANAC)
+
+    assert state.count("almanac", "GET", BILLING) == 3
+    assert len(normalized) == 3
+
+
+def test_normalized_answers_are_kept_by_identity_and_bounded() -> None:
+    answers = NormalizedAnswers(max_entries=2)
+    first, equal = {"a": 1}, {"a": 1}
+    made: list[object] = []
+
+    def make(payload: object) -> object:
+        made.append(payload)
+        return object()
+
+    one = answers.get("kind", first, lambda: make(first))
+    assert answers.get("kind", first, lambda: make(first)) is one
+    assert answers.get("kind", equal, lambda: make(equal)) is not one  # equal is not the same
+    assert answers.get("other kind", first, lambda: make(first)) is not one
+    assert len(answers) == 2
+    assert made == [first, equal, first]
