@@ -252,19 +252,23 @@ class UpstreamClient:
             min_per_second=settings.retry_budget_min_per_second,
             clock=clock,
         )
+        self._transport = transport or upstream_transport(
+            max_connections=max_connections, base_url=settings.base_url
+        )
         timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
         self._timeout = timeout.as_dict()
         self._http = httpx.AsyncClient(
             base_url=settings.base_url,
             timeout=timeout,
-            transport=transport
-            or upstream_transport(max_connections=max_connections, base_url=settings.base_url),
+            transport=self._transport,
             headers=DEFAULT_HEADERS,
             follow_redirects=False,
         )
-        # Requests are built here, not by `AsyncClient.request`: its URL merge and header and
-        # cookie merges cost more than the rest of the call, and a cookie one provider set for
-        # one credential must never be sent with another's.
+        # Requests are built here and handed to the client's transport (the object OpenTelemetry's
+        # instrumentation wraps), not sent by `AsyncClient.request` or `.send`: their URL merge,
+        # header and cookie merges, auth and redirect flows and cookie extraction cost more than
+        # the rest of the call; redirects are refused anyway, and a cookie one provider set for
+        # one credential must never be sent with another's. The client owns the transport.
         self._base_url = str(self._http.base_url).rstrip("/")
         self.observer: UpstreamObserver = _NoObserver()
         self.reuse_observer: ReuseObserver = _NoObserver()
@@ -513,7 +517,7 @@ class UpstreamClient:
                 headers={**DEFAULT_HEADERS, **headers},
                 extensions={"timeout": timeout},
             )
-            response = await self._http.send(request)
+            response = await self._transport.handle_async_request(request)
             await response.aread()
         except httpx.HTTPError as exc:
             label = next(name for cls, name in TRANSPORT_ERROR_LABELS if isinstance(exc, cls))

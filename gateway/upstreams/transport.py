@@ -18,7 +18,7 @@ every request sent is one `_base.py` decided on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -69,29 +69,48 @@ def _mapped_errors() -> Iterator[None]:
         raise _httpx_error(cause) from cause
 
 
-class _MappedStream(httpx.AsyncByteStream):
-    def __init__(self, stream: httpx.AsyncByteStream) -> None:
-        self._stream = stream
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped_errors():
-            async for chunk in self._stream:
-                yield chunk
-
-    async def aclose(self) -> None:
-        with _mapped_errors():
-            await self._stream.aclose()
-
-
 class UpstreamTransport(AiohttpTransport):
-    """`AiohttpTransport` whose failures are the httpx exceptions of the module docstring."""
+    """`AiohttpTransport` whose failures are the httpx exceptions of the module docstring, and
+    whose answers arrive whole.
+
+    The gateway reads every answer to the end, so the body is read here and handed to httpx as
+    content: httpx_aiohttp's chunk stream, its wrappers and its header conversions cost about a
+    quarter of a pooled GET's CPU (BENCHMARKS.md). A failure while reading is mapped like any
+    other, and the connection goes back to the pool once the body is read."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
+        timeout = request.extensions.get("timeout", {})
+        content = request.content
         with _mapped_errors():
-            response = await super().handle_async_request(request)
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _MappedStream(response.stream)
-        return response
+            async with self.client.request(
+                request.method,
+                URL(str(request.url), encoded=True),
+                headers=[
+                    (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
+                ],
+                data=content or None,
+                allow_redirects=False,
+                auto_decompress=False,  # httpx decodes by Content-Encoding, as it always has
+                compress=False,
+                timeout=aiohttp.ClientTimeout(
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                    connect=timeout.get("pool"),
+                ),
+            ) as response:
+                body = await response.read()
+        extensions: dict[str, object] = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
+        return httpx.Response(
+            response.status,
+            headers=response.raw_headers,
+            content=body,
+            request=request,
+            extensions=extensions,
+        )
 
 
 def environment_proxy(base_url: str) -> URL | None:
