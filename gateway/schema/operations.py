@@ -101,8 +101,9 @@ async def _billing_account(
     provider = Provider(provider_enum.value)
     with attributed_to(provider):
         ref = info.context.account(provider, account_id)
-        await info.context.loaders.source(provider).ensure(ref, selection_needs(info))
-    return BillingAccount(ref=ref)
+        source = info.context.loaders.source(provider)
+        await source.ensure(ref, selection_needs(info))
+        return await BillingAccount.of(ref, source)
 
 
 @strawberry.input(description="The plan change to price.")

@@ -264,58 +264,66 @@ class BillingPermission:
     )
 
 
+async def _account_global_id(root: BillingAccount, info: Info) -> strawberry.ID:
+    account = await _account_id(info, root.ref)
+    return strawberry.ID(global_id("BillingAccount", root.ref.provider, account))
+
+
+async def _account_own_id(root: BillingAccount, info: Info) -> strawberry.ID:
+    return strawberry.ID(await _account_id(info, root.ref))
+
+
 @strawberry.type(description="One account of one provider: plans, subscription and usage.")
 class BillingAccount:
+    # The primary resource is loaded before the account is made (`of`): the fields it answers
+    # are plain attributes, set from it, not async resolvers that would each wait on a loader
+    # already done (several times cheaper per field; BENCHMARKS.md). Fields that may need
+    # another upstream call (ids, usage meters) stay resolvers.
     ref: strawberry.Private[AccountRef]
 
-    @strawberry.field(description="Globally unique id of the account.")
-    async def id(self, info: Info) -> strawberry.ID:
-        account = await _account_id(info, self.ref)
-        return strawberry.ID(global_id("BillingAccount", self.ref.provider, account))
-
-    @strawberry.field(description="The provider of the account.")
-    def provider(self) -> ProviderEnum:
-        return from_domain(ProviderEnum, self.ref.provider)
-
-    @strawberry.field(
-        description="The provider's own id: the Almanac organization id, or the organization "
-        "behind the Autoposting API key."
+    id: strawberry.ID = strawberry.field(
+        resolver=_account_global_id, description="Globally unique id of the account."
     )
-    async def account_id(self, info: Info) -> strawberry.ID:
-        return strawberry.ID(await _account_id(info, self.ref))
+    provider: ProviderEnum = strawberry.field(description="The provider of the account.")
 
-    @strawberry.field(
+    account_id: strawberry.ID = strawberry.field(
+        resolver=_account_own_id,
+        description="The provider's own id: the Almanac organization id, or the organization "
+        "behind the Autoposting API key.",
+    )
+    plans: list[Plan] = strawberry.field(
         description="The plan catalog offered to the account, the current plan marked. For "
         "Autoposting, the configured catalog plus the current plan."
     )
-    async def plans(self, info: Info) -> list[Plan]:
-        plans = await _source(info, self.ref).plans(self.ref)
-        return [Plan.of(plan, self.ref) for plan in plans]
-
-    @strawberry.field(description="The current plan; null when the provider marks none.")
-    async def current_plan(self, info: Info) -> Plan | None:
-        plans = await _source(info, self.ref).plans(self.ref)
-        current = next((plan for plan in plans if plan.current), None)
-        return Plan.of(current, self.ref) if current else None
-
-    @strawberry.field(
+    current_plan: Plan | None = strawberry.field(
+        description="The current plan; null when the provider marks none."
+    )
+    subscription: SubscriptionState | None = strawberry.field(
         description="The subscription state; null where the provider reports none (Almanac)."
     )
-    async def subscription(self, info: Info) -> SubscriptionState | None:
-        subscription = await _source(info, self.ref).subscription(self.ref)
-        return SubscriptionState.of(subscription, self.ref) if subscription else None
-
-    @strawberry.field(
+    manage: BillingPermission | None = strawberry.field(
         description="Whether the caller may manage billing; null where the provider does not "
         "say (Autoposting)."
     )
-    async def manage(self, info: Info) -> BillingPermission | None:
-        manage = await _source(info, self.ref).manage(self.ref)
-        if manage is None:
-            return None
-        reason = from_domain(ManageReasonEnum, manage.reason) if manage.reason else None
-        return BillingPermission(
-            allowed=manage.allowed, reason=reason, reason_raw=manage.reason_raw
+
+    @classmethod
+    async def of(cls, ref: AccountRef, source: AccountSource) -> BillingAccount:
+        """The account of `ref`, whose primary resource `source` has loaded."""
+        plans = [Plan.of(plan, ref) for plan in await source.plans(ref)]
+        subscription = await source.subscription(ref)
+        manage = await source.manage(ref)
+        reason = from_domain(ManageReasonEnum, manage.reason) if manage and manage.reason else None
+        return cls(
+            ref=ref,
+            provider=from_domain(ProviderEnum, ref.provider),
+            plans=plans,
+            current_plan=next((plan for plan in plans if plan.current), None),
+            subscription=SubscriptionState.of(subscription, ref) if subscription else None,
+            manage=BillingPermission(
+                allowed=manage.allowed, reason=reason, reason_raw=manage.reason_raw
+            )
+            if manage
+            else None,
         )
 
     @strawberry.field(
