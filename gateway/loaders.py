@@ -19,6 +19,7 @@ from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from aiodataloader import DataLoader
@@ -392,41 +393,68 @@ class Clients:
 
 
 class Loaders:
-    """The loaders of one request, and the account source of each provider over them."""
+    """The loaders of one request, and the account source of each provider over them.
+
+    Each loader is made on first use: most requests read one provider, and a request that
+    reads none (a checkout preview, `__typename`) makes none."""
 
     def __init__(self, clients: Clients, settings: Settings) -> None:
-        normalized = clients.normalized
-        self.almanac_billing = AlmanacBillingByOrganizationLoader(
-            clients.almanac, currency=settings.almanac.currency, normalized=normalized
+        self._clients = clients
+        self._settings = settings
+        self._sources: dict[Provider, AccountSource] = {}
+
+    @cached_property
+    def almanac_billing(self) -> AlmanacBillingByOrganizationLoader:
+        return AlmanacBillingByOrganizationLoader(
+            self._clients.almanac,
+            currency=self._settings.almanac.currency,
+            normalized=self._clients.normalized,
         )
-        self.autoposting_billing = AutopostingBillingByCredentialLoader(
-            clients.autoposting,
-            catalog=settings.autoposting_plans,
-            currency=settings.autoposting.currency,
-            normalized=normalized,
+
+    @cached_property
+    def autoposting_billing(self) -> AutopostingBillingByCredentialLoader:
+        return AutopostingBillingByCredentialLoader(
+            self._clients.autoposting,
+            catalog=self._settings.autoposting_plans,
+            currency=self._settings.autoposting.currency,
+            normalized=self._clients.normalized,
         )
-        self.autoposting_credits = AutopostingCreditsByCredentialLoader(
-            clients.autoposting, normalized=normalized
+
+    @cached_property
+    def autoposting_credits(self) -> AutopostingCreditsByCredentialLoader:
+        return AutopostingCreditsByCredentialLoader(
+            self._clients.autoposting, normalized=self._clients.normalized
         )
-        self.autoposting_tokens = AutopostingTokensByCredentialLoader(
-            clients.autoposting, period=settings.autoposting_tokens_period, normalized=normalized
+
+    @cached_property
+    def autoposting_tokens(self) -> AutopostingTokensByCredentialLoader:
+        return AutopostingTokensByCredentialLoader(
+            self._clients.autoposting,
+            period=self._settings.autoposting_tokens_period,
+            normalized=self._clients.normalized,
         )
-        self.autoposting_profiles = AutopostingProfileByCredentialLoader(
-            clients.autoposting, normalized=normalized
+
+    @cached_property
+    def autoposting_profiles(self) -> AutopostingProfileByCredentialLoader:
+        return AutopostingProfileByCredentialLoader(
+            self._clients.autoposting, normalized=self._clients.normalized
         )
-        self._sources: dict[Provider, AccountSource] = {
-            Provider.ALMANAC: AlmanacAccounts(self.almanac_billing),
-            Provider.AUTOPOSTING: AutopostingAccounts(
-                self.autoposting_billing,
-                self.autoposting_credits,
-                self.autoposting_tokens,
-                self.autoposting_profiles,
-            ),
-        }
 
     def source(self, provider: Provider) -> AccountSource:
         """The account source of `provider`."""
-        return self._sources[provider]
+        source = self._sources.get(provider)
+        if source is None:
+            if provider is Provider.ALMANAC:
+                source = AlmanacAccounts(self.almanac_billing)
+            else:
+                source = AutopostingAccounts(
+                    self.autoposting_billing,
+                    self.autoposting_credits,
+                    self.autoposting_tokens,
+                    self.autoposting_profiles,
+                )
+            self._sources[provider] = source
+        return source
 
 
 __all__ = ["AccountRef", "AccountSource", "Clients", "Loaders", "Need"]
