@@ -156,6 +156,8 @@ def hive_operations() -> dict[str, Operation]:
             spec["query"],
             spec.get("variables", {}),
             expect=HIVE_EXPECT[name],
+            # A GraphQL error, or an upstream error answered on a union's error branch.
+            reject=('"errors"', '"error"'),
             operation_name=spec.get("operationName"),
         )
         for name, spec in raw.items()
@@ -385,10 +387,11 @@ class Target:
     start: Callable[[Mocks, int], contextlib.AbstractContextManager[subprocess.Popen[bytes]]]
     operations: Callable[[], dict[str, Operation]]
     headers: dict[str, str]
+    scenarios: tuple[str, ...] | None = None  # None: every scenario
 
 
 def python_gateway(
-    workers: int,
+    workers: int, **settings: str
 ) -> Callable[[Mocks, int], contextlib.AbstractContextManager[subprocess.Popen[bytes]]]:
     @contextlib.contextmanager
     def start(mocks: Mocks, port: int) -> Iterator[subprocess.Popen[bytes]]:
@@ -400,6 +403,8 @@ def python_gateway(
             "GATEWAY_API_KEYS": GATEWAY_KEY,
             "GATEWAY_REDIRECT_HOSTS": "app.example.com",
             "GATEWAY_LOG_LEVEL": "WARNING",
+            **{k: v for k, v in os.environ.items() if k.startswith("GATEWAY_")},
+            **settings,
         }
         command = [sys.executable, "-m", "gateway", "serve", "--host", HOST, "--port", str(port)]
         with process([*command, "--workers", str(workers)], env=env) as child:
@@ -455,6 +460,16 @@ def targets(workers: int) -> dict[str, Target]:
             hive_gateway(workers),
             hive_operations,
             HIVE_HEADERS,
+        ),
+        # Coalescing shares the upstream GETs of concurrent identical requests, which the
+        # benchmark's 32 connections all are: the same gateway without it, for comparison.
+        f"python-{workers}-nocoalesce": Target(
+            f"python-{workers}-nocoalesce",
+            f"this gateway, {workers} workers, coalescing off",
+            python_gateway(workers, GATEWAY_COALESCE="false"),
+            lambda: GATEWAY_OPERATIONS,
+            GATEWAY_HEADERS,
+            scenarios=("one-org-32", "five-orgs-32"),
         ),
     }
 
@@ -604,7 +619,8 @@ def main() -> None:
         "--workers", type=int, default=os.cpu_count() or 2, help="N (default: cores)"
     )
     parser.add_argument(
-        "--targets", help="comma-separated subset of python-1,python-N,hive-1,hive-N"
+        "--targets",
+        help="comma-separated subset of python-1,python-N,hive-1,hive-N,python-N-nocoalesce",
     )
     parser.add_argument(
         "--scenarios", help="comma-separated subset of " + ",".join(s.name for s in SCENARIOS)
@@ -640,6 +656,8 @@ def main() -> None:
                     target.label,
                 )
                 for scenario in scenarios:
+                    if target.scenarios is not None and scenario.name not in target.scenarios:
+                        continue
                     runs = [
                         measure(
                             url,
