@@ -391,8 +391,11 @@ class Target:
 
 
 def python_gateway(
-    workers: int, **settings: str
+    workers: int, *, tree: Path = ROOT, **settings: str
 ) -> Callable[[Mocks, int], contextlib.AbstractContextManager[subprocess.Popen[bytes]]]:
+    """This gateway as `serve` starts it, from the checkout at `tree` (its own code: `python -m`
+    puts the working directory first on the path)."""
+
     @contextlib.contextmanager
     def start(mocks: Mocks, port: int) -> Iterator[subprocess.Popen[bytes]]:
         env = {
@@ -407,7 +410,7 @@ def python_gateway(
             **settings,
         }
         command = [sys.executable, "-m", "gateway", "serve", "--host", HOST, "--port", str(port)]
-        with process([*command, "--workers", str(workers)], env=env) as child:
+        with process([*command, "--workers", str(workers)], env=env, cwd=tree) as child:
             yield child
 
     return start
@@ -435,8 +438,22 @@ GATEWAY_HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer
 HIVE_HEADERS = {"Content-Type": "application/json"}
 
 
-def targets(workers: int) -> dict[str, Target]:
-    return {
+def targets(workers: int, baseline: Path | None = None) -> dict[str, Target]:
+    before = (
+        {}
+        if baseline is None
+        else {
+            f"baseline-{n}": Target(
+                f"baseline-{n}",
+                f"baseline ({baseline.name}), {n} worker{'s' if n > 1 else ''}",
+                python_gateway(n, tree=baseline),
+                lambda: GATEWAY_OPERATIONS,
+                GATEWAY_HEADERS,
+            )
+            for n in (1, workers)
+        }
+    )
+    return before | {
         "python-1": Target(
             "python-1",
             "this gateway, 1 worker",
@@ -627,10 +644,16 @@ def main() -> None:
     )
     parser.add_argument("--no-bare", action="store_true", help="skip the bare mock rows")
     parser.add_argument("--repeat", type=int, default=1, help="runs per row; the median is kept")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of an earlier commit (git worktree add), run as targets baseline-1 and "
+        "baseline-N beside the others: before and after in one run",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install wrk")
-    chosen = targets(args.workers)
+    chosen = targets(args.workers, args.baseline.resolve() if args.baseline else None)
     if args.targets:
         chosen = {name: chosen[name] for name in args.targets.split(",")}
     scenarios = [s for s in SCENARIOS if not args.scenarios or s.name in args.scenarios.split(",")]
