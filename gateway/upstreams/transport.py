@@ -2,9 +2,10 @@
 
 httpx's own pool (httpcore) scans every pooled connection on each request, so it falls behind
 under fan-out (PERFORMANCE-NOTES.md); `httpx_aiohttp.AiohttpTransport` keeps the httpx client
-API over aiohttp's pool. Its own exception mapping is not fit for `_base.py`'s contract (it turns
-a refused or dropped connection into `httpx.ConnectTimeout`, and lets a malformed answer escape
-as an aiohttp error), so every aiohttp error is mapped again here, from the aiohttp error itself:
+API over aiohttp's pool, and `UpstreamTransport` sends through that pool itself. httpx_aiohttp's
+exception mapping is not fit for `_base.py`'s contract (it turns a refused or dropped connection
+into `httpx.ConnectTimeout`, and lets a malformed answer escape as an aiohttp error), so every
+aiohttp error is mapped here, from the aiohttp error itself:
 
     connect timeout (or no pooled connection in time)   -> httpx.ConnectTimeout
     read timeout                                        -> httpx.ReadTimeout
@@ -74,8 +75,8 @@ class UpstreamTransport(AiohttpTransport):
     whose answers arrive whole.
 
     The gateway reads every answer to the end, so the body is read here and handed to httpx as
-    content: httpx_aiohttp's chunk stream, its wrappers and its header conversions cost about a
-    quarter of a pooled GET's CPU (BENCHMARKS.md). A failure while reading is mapped like any
+    content, without httpx_aiohttp's chunk stream, its wrappers and its header conversions (7% of
+    a pooled GET's Python calls; BENCHMARKS.md). A failure while reading is mapped like any
     other, and the connection goes back to the pool once the body is read."""
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
