@@ -444,17 +444,23 @@ async def test_a_coalescer_forgets_a_key_once_its_call_is_done() -> None:
 # Normalized models shared with the answers
 
 
-async def test_requests_sharing_one_upstream_answer_share_its_normalized_models(
-    gateway: Gateway, state: SandboxState, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    normalized: list[object] = []
+@pytest.fixture
+def normalized(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The Almanac answers normalized from now on, in order."""
+    seen: list[object] = []
     real = normalize.almanac_billing
 
     def counting(payload: object, **options: str) -> object:
-        normalized.append(payload)
+        seen.append(payload)
         return real(payload, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(normalize, "almanac_billing", counting)
+    return seen
+
+
+async def test_requests_sharing_one_upstream_answer_share_its_normalized_models(
+    gateway: Gateway, state: SandboxState, normalized: list[object]
+) -> None:
     slow(state)
 
     results = await asyncio.gather(*(gateway.execute(ALMANAC) for _ in range(10)))
@@ -465,17 +471,8 @@ async def test_requests_sharing_one_upstream_answer_share_its_normalized_models(
 
 
 async def test_each_new_answer_is_normalized_anew(
-    gateway: Gateway, state: SandboxState, monkeypatch: pytest.MonkeyPatch
+    gateway: Gateway, state: SandboxState, normalized: list[object]
 ) -> None:
-    normalized: list[object] = []
-    real = normalize.almanac_billing
-
-    def counting(payload: object, **options: str) -> object:
-        normalized.append(payload)
-        return real(payload, **options)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(normalize, "almanac_billing", counting)
-
     for _ in range(3):
         await gateway.execute(ALMANAC)
 
