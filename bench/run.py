@@ -2,7 +2,7 @@
 
 One command, from the project's root:
 
-    .venv/bin/python bench/run.py                 # everything, about 6 minutes
+    .venv/bin/python bench/run.py                 # everything once, about 7 minutes
     .venv/bin/python bench/run.py --duration 5    # shorter runs
     .venv/bin/python bench/run.py --targets python-1,python-2 --scenarios one-org-32
 
