@@ -9,7 +9,7 @@ from functools import partial
 from typing import ClassVar
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSchema
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -115,9 +115,11 @@ class TextKeyedValidationCache(ValidationCache):
     beyond `maxsize`.
     """
 
-    _entries: ClassVar[OrderedDict[tuple[int, str, tuple[object, ...]], list[GraphQLError]]] = (
-        OrderedDict()
-    )
+    # (schema id, text, rules) -> (the schema, its errors): the entry holds the schema, so that
+    # its id cannot name another schema while the entry is kept.
+    _entries: ClassVar[
+        OrderedDict[tuple[int, str, tuple[object, ...]], tuple[GraphQLSchema, list[GraphQLError]]]
+    ] = OrderedDict()
 
     def __init__(self, maxsize: int) -> None:
         super().__init__(maxsize=maxsize)
@@ -129,19 +131,18 @@ class TextKeyedValidationCache(ValidationCache):
         if context.query is None or document is None:
             yield from super().on_validate()
             return
-        key = (id(context.schema._schema), context.query, tuple(context.validation_rules))
+        schema = context.schema._schema
+        rules = tuple(context.validation_rules)
+        key = (id(schema), context.query, rules)
         entries = self._entries
-        errors = entries.get(key)
-        if errors is None:
-            errors = validate_document(
-                context.schema._schema, document, tuple(context.validation_rules)
-            )
-            entries[key] = errors
+        entry = entries.get(key)
+        if entry is None or entry[0] is not schema:
+            entry = entries[key] = (schema, validate_document(schema, document, rules))
             while len(entries) > self.maxsize:
                 entries.popitem(last=False)
         else:
             entries.move_to_end(key)
-        context.pre_execution_errors = errors
+        context.pre_execution_errors = entry[1]
         yield
 
 
