@@ -255,21 +255,17 @@ class UpstreamClient:
         self._transport = transport or upstream_transport(
             max_connections=max_connections, base_url=settings.base_url
         )
-        timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-        self._timeout = timeout.as_dict()
-        self._http = httpx.AsyncClient(
-            base_url=settings.base_url,
-            timeout=timeout,
-            transport=self._transport,
-            headers=DEFAULT_HEADERS,
-            follow_redirects=False,
-        )
-        # Requests are built here and handed to the client's transport (the object OpenTelemetry's
+        self._timeout = httpx.Timeout(
+            settings.read_timeout, connect=settings.connect_timeout
+        ).as_dict()
+        self._base_url = str(httpx.URL(settings.base_url)).rstrip("/")
+        # Requests are built here and handed to the transport (the object OpenTelemetry's
         # instrumentation wraps), not sent by `AsyncClient.request` or `.send`: their URL merge,
         # header and cookie merges, auth and redirect flows and cookie extraction cost more than
         # the rest of the call; redirects are refused anyway, and a cookie one provider set for
-        # one credential must never be sent with another's. The client owns the transport.
-        self._base_url = str(self._http.base_url).rstrip("/")
+        # one credential must never be sent with another's. The client only owns the transport,
+        # for the instrumentation and for closing it.
+        self._http = httpx.AsyncClient(transport=self._transport)
         self.observer: UpstreamObserver = _NoObserver()
         self.reuse_observer: ReuseObserver = _NoObserver()
         self._coalescer = Coalescer() if coalesce else None

@@ -51,23 +51,12 @@ def _httpx_error(exc: aiohttp.ClientError) -> httpx.TransportError:
     return httpx.TransportError(message)
 
 
-def _aiohttp_cause(exc: BaseException) -> aiohttp.ClientError | None:
-    cause = exc.__cause__
-    return cause if isinstance(cause, aiohttp.ClientError) else None
-
-
 @contextmanager
 def _mapped_errors() -> Iterator[None]:
     try:
         yield
     except aiohttp.ClientError as exc:
         raise _httpx_error(exc) from exc
-    except httpx.TransportError as exc:
-        # httpx_aiohttp has mapped it already, not always to the right class: map the cause.
-        cause = _aiohttp_cause(exc)
-        if cause is None:
-            raise
-        raise _httpx_error(cause) from cause
 
 
 class UpstreamTransport(AiohttpTransport):
