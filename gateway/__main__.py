@@ -17,7 +17,6 @@ from graphql import build_ast_schema, find_breaking_changes, find_dangerous_chan
 
 from gateway.app import create_app
 from gateway.examples import EXAMPLE_QUERY
-from gateway.logs import LOG_FORMATS, configure_logging
 from gateway.sandbox import (
     ALMANAC_OWNER_TOKEN,
     ALMANAC_VIEWER_TOKEN,
@@ -28,6 +27,7 @@ from gateway.sandbox import (
 )
 from gateway.schema import build_schema, schema_sdl
 from gateway.settings import ConfigurationError, load_settings
+from gateway.telemetry.logs import LOG_FORMATS, configure_logging
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000

@@ -28,21 +28,17 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
 from gateway import jsonfast
+from gateway.checkout.idempotency import (
+    IdempotencyStore,
+    MemoryIdempotencyStore,
+    ObservedIdempotencyStore,
+)
+from gateway.checkout.redis_store import RedisIdempotencyStore, open_redis, redis_check
 from gateway.context import Context, build_context
 from gateway.errors import ErrorCode
 from gateway.examples import EXAMPLE_MUTATION, EXAMPLE_QUERY
-from gateway.graphiql import GraphiQLPage, assets_route
-from gateway.health import Readiness, healthz, readyz, upstream_check
-from gateway.idempotency import IdempotencyStore, MemoryIdempotencyStore, ObservedIdempotencyStore
-from gateway.loaders import Clients
-from gateway.metrics import Metrics
-from gateway.observability import ObservabilityMiddleware, UpstreamRecorder
-from gateway.persisted import PersistedOperations, PersistedQueryError
-from gateway.provider import Provider
-from gateway.redis_cache import RedisResponseCache
-from gateway.redis_store import RedisIdempotencyStore, open_redis, redis_check
-from gateway.schema import build_schema
-from gateway.security import (
+from gateway.http.graphiql import GraphiQLPage, assets_route
+from gateway.http.guard import (
     GRAPHQL_RESPONSE_MEDIA_TYPE,
     ApiKeys,
     GraphQLGuard,
@@ -51,7 +47,15 @@ from gateway.security import (
     error_response,
     preferred_media_type,
 )
+from gateway.http.health import Readiness, healthz, readyz, upstream_check
+from gateway.http.persisted import PersistedOperations, PersistedQueryError
+from gateway.loaders import Clients
+from gateway.provider import Provider
+from gateway.schema import build_schema
 from gateway.settings import Settings, load_settings
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.observability import ObservabilityMiddleware, UpstreamRecorder
+from gateway.upstreams.redis_cache import RedisResponseCache
 
 GRAPHQL_PATH = "/graphql"
 # Readiness probes: Autoposting's health endpoint; for Almanac, which has none, any answer of the
@@ -72,7 +76,7 @@ def _operation_tracing(settings: Settings) -> list[Callable[[], SchemaExtension]
     """Strawberry's OpenTelemetry extension when tracing is on (an optional dependency)."""
     if not settings.otel:
         return []
-    from gateway import tracing
+    from gateway.telemetry import tracing
 
     return [tracing.operation_extension()]
 
@@ -235,7 +239,7 @@ def create_app(
             client.observe(recorder)
         metrics.watch(upstreams)
         if settings.otel:
-            from gateway import tracing  # OpenTelemetry is an optional dependency
+            from gateway.telemetry import tracing  # OpenTelemetry is an optional dependency
 
             tracing.configure_tracer_provider()
             tracing.instrument_clients(upstreams)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import strawberry
 
+from gateway.checkout.idempotency import IdempotencyStore, digest
 from gateway.errors import InvalidInput, MissingCredentials
-from gateway.idempotency import IdempotencyStore, digest
 from gateway.loaders import AccountRef, Clients, Loaders
 from gateway.provider import Provider
 from gateway.settings import ConfigurationError, Credential, Settings

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from starlette.config import Config
 
-from gateway.persisted import DEFAULT_APQ_CACHE_SIZE, ManifestError, read_manifest
+from gateway.http.persisted import DEFAULT_APQ_CACHE_SIZE, ManifestError, read_manifest
 from gateway.provider import Provider
 
 T = TypeVar("T")
@@ -134,7 +134,7 @@ class Settings:
     max_tokens: int = DEFAULT_MAX_TOKENS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     cors_origins: tuple[str, ...] = ()
-    # Persisted operations (gateway/persisted.py): the manifest's {sha256: document}, whether only
+    # Persisted operations (http/persisted.py): the manifest's {sha256: document}, whether only
     # its operations run, and how many documents clients may register (APQ) per process.
     persisted_operations: Mapping[str, str] = field(default_factory=dict)
     persisted_only: bool = False
@@ -473,7 +473,7 @@ def load_plan_catalog(*, inline: str, path: str) -> tuple[Mapping[str, Any], ...
 
 
 def load_persisted_operations(path: str, *, required: bool) -> Mapping[str, str]:
-    """The persisted operations manifest at `path` (formats: gateway/persisted.py), or none."""
+    """The persisted operations manifest at `path` (formats: gateway/http/persisted.py), or none."""
     if not path:
         if required:
             raise ConfigurationError(

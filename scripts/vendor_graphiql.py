@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Vendor GraphiQL's browser files into `gateway/graphiql/vendor/` from the npm registry.
+"""Vendor GraphiQL's browser files into `gateway/http/graphiql/vendor/` from the npm registry.
 
     python scripts/vendor_graphiql.py           # fetch the pins, write the files and lock.json
     python scripts/vendor_graphiql.py --check   # fetch, compare with the committed files; exit 1
@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-VENDOR = Path(__file__).resolve().parent.parent / "gateway" / "graphiql" / "vendor"
+VENDOR = Path(__file__).resolve().parent.parent / "gateway" / "http" / "graphiql" / "vendor"
 LOCK = VENDOR / "lock.json"
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import strawberry
 
+from gateway.checkout.idempotency import IdempotencyStore, MemoryIdempotencyStore
 from gateway.context import build_context
-from gateway.idempotency import IdempotencyStore, MemoryIdempotencyStore
 from gateway.loaders import Clients
 from gateway.provider import Provider
 from gateway.sandbox import (

@@ -15,7 +15,6 @@ import pytest
 from gateway import normalize
 from gateway.errors import UpstreamUnavailable
 from gateway.loaders import NormalizedAnswers
-from gateway.metrics import Metrics
 from gateway.provider import Provider
 from gateway.sandbox import (
     ALMANAC_OWNER_TOKEN,
@@ -26,6 +25,7 @@ from gateway.sandbox import (
     SandboxState,
 )
 from gateway.settings import Credential
+from gateway.telemetry.metrics import Metrics
 from gateway.upstreams import AlmanacClient, AutopostingClient
 from gateway.upstreams.reuse import (
     CachePolicy,

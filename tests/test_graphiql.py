@@ -22,12 +22,12 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.app import create_app
 from gateway.examples import EXAMPLE_MUTATION, EXAMPLE_QUERY
-from gateway.graphiql import ASSET_CACHE_CONTROL, ASSETS_PATH, assets
+from gateway.http.graphiql import ASSET_CACHE_CONTROL, ASSETS_PATH, assets
 from gateway.sandbox import ALMANAC_OWNER_TOKEN, AUTOPOSTING_PRO_KEY
 from tests.support import TEST_API_KEY, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "gateway" / "graphiql"
+PACKAGE = ROOT / "gateway" / "http" / "graphiql"
 VENDOR = PACKAGE / "vendor"
 LOCK = json.loads((VENDOR / "lock.json").read_text(encoding="utf-8"))
 HTML = {"accept": "text/html"}
@@ -103,7 +103,7 @@ def test_the_pinned_packages_are_graphiql_3_with_react_18_umd_builds() -> None:
 
 def test_the_package_data_ships_the_page_and_every_vendored_file() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    patterns = pyproject["tool"]["setuptools"]["package-data"]["gateway.graphiql"]
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["gateway.http.graphiql"]
     shipped = [path for path in PACKAGE.rglob("*") if path.is_file() and path.suffix != ".py"]
     shipped = [path for path in shipped if "__pycache__" not in path.parts]
 

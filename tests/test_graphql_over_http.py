@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.http.guard import preferred_media_type
 from gateway.provider import Provider
 from gateway.sandbox import SandboxState
-from gateway.security import preferred_media_type
 from tests.support import TEST_API_KEY, make_settings
 from tests.test_http_edge import (
     FOUR_LEVELS,

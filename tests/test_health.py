@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from gateway.health import CheckResult, Readiness
+from gateway.http.health import CheckResult, Readiness
 from gateway.provider import Provider
 from gateway.sandbox import Fault, SandboxState
 from tests.support import make_settings

@@ -22,10 +22,10 @@ from starlette.types import Receive, Scope, Send
 import gateway.schema as gateway_schema
 from gateway.__main__ import DEMO_API_KEY, _demo_banner
 from gateway.app import create_app
+from gateway.http.guard import ApiKeys
 from gateway.provider import Provider
 from gateway.sandbox import SandboxState, create_almanac_app, create_autoposting_app
 from gateway.schema import DOCUMENT_CACHE_SIZE, TextKeyedValidationCache, build_schema
-from gateway.security import ApiKeys
 from gateway.settings import DEFAULT_MAX_BODY_BYTES, Credential, Settings
 from tests.support import TEST_API_KEY, make_settings
 

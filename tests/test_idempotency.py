@@ -8,7 +8,15 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.checkout import checkout_was_refused
+from gateway.checkout.idempotency import (
+    Acquired,
+    Conflict,
+    MemoryIdempotencyStore,
+    RememberedFailure,
+    Replay,
+    checkout_scope,
+)
+from gateway.checkout.start import checkout_was_refused
 from gateway.context import caller_digest
 from gateway.errors import (
     BillingSuspended,
@@ -23,14 +31,6 @@ from gateway.errors import (
     UpstreamUnauthorized,
     UpstreamUnavailable,
     UpstreamUnreachable,
-)
-from gateway.idempotency import (
-    Acquired,
-    Conflict,
-    MemoryIdempotencyStore,
-    RememberedFailure,
-    Replay,
-    checkout_scope,
 )
 from gateway.models import CheckoutSession
 from gateway.provider import Provider

@@ -12,45 +12,52 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gateway"
 # Module (or package prefix) -> imports it must not make. Data flows one way:
 # upstreams -> normalize/models -> loaders -> context -> schema -> app.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
+    # The core, bottom up.
     "gateway.provider": ("gateway.", "httpx", "strawberry", "starlette"),
+    "gateway.jsonfast": ("gateway.", "httpx", "strawberry", "starlette"),
     "gateway.errors": ("gateway.models", "gateway.upstreams", "httpx", "strawberry", "starlette"),
     "gateway.settings": ("gateway.models", "gateway.upstreams", "httpx", "strawberry"),
+    "gateway.validation": ("gateway.upstreams", "gateway.loaders", "httpx", "strawberry",
+                           "starlette"),
     "gateway.upstreams": ("gateway.models", "gateway.normalize", "gateway.loaders", "strawberry",
-                          "starlette", "gateway.schema", "gateway.context"),
+                          "starlette", "gateway.schema", "gateway.context", "gateway.checkout",
+                          "gateway.http", "gateway.telemetry.metrics",
+                          "gateway.telemetry.observability"),
+    # A `ResponseCache` of the upstream layer, over Redis: the interface, no HTTP.
+    "gateway.upstreams.redis_cache": ("httpx", "gateway.upstreams._base",
+                                      "gateway.upstreams.almanac",
+                                      "gateway.upstreams.autoposting"),
     "gateway.models": ("gateway.upstreams", "gateway.settings", "httpx", "strawberry", "starlette"),
     "gateway.normalize": ("gateway.upstreams", "gateway.settings", "httpx", "strawberry",
                           "starlette"),
-    "gateway.loaders": ("strawberry", "starlette", "gateway.schema", "gateway.context"),
-    "gateway.checkout": ("strawberry", "starlette", "httpx", "gateway.schema", "gateway.context"),
-    "gateway.preview": ("strawberry", "starlette", "httpx", "gateway.schema", "gateway.context"),
-    "gateway.context": ("httpx", "starlette", "gateway.schema", "gateway.upstreams"),
-    "gateway.schema": ("httpx", "starlette", "gateway.upstreams", "gateway.app"),
-    "gateway.idempotency": ("httpx", "strawberry", "starlette", "gateway.upstreams",
-                            "gateway.loaders", "gateway.schema", "gateway.context"),
-    "gateway.security": ("strawberry", "httpx", "gateway.schema", "gateway.upstreams",
-                         "gateway.loaders", "gateway.context"),
-    "gateway.health": ("strawberry", "gateway.schema", "gateway.context", "gateway.loaders"),
-    "gateway.metrics": ("strawberry", "httpx", "gateway.schema", "gateway.context",
-                        "gateway.loaders"),
-    "gateway.observability": ("strawberry", "httpx", "gateway.schema", "gateway.context",
-                              "gateway.loaders"),
-    "gateway.request_id": ("gateway.", "httpx", "strawberry", "starlette"),
-    "gateway.logs": ("gateway.upstreams", "gateway.schema", "httpx", "strawberry", "starlette"),
-    "gateway.persisted": ("httpx", "gateway.schema", "gateway.context", "gateway.loaders",
-                          "gateway.upstreams"),
-    "gateway.graphiql": ("httpx", "strawberry", "gateway.schema", "gateway.context",
-                         "gateway.loaders", "gateway.upstreams"),
-    "gateway.redis_store": ("strawberry", "httpx", "gateway.schema", "gateway.context",
-                            "gateway.loaders", "gateway.upstreams"),
-    # A `ResponseCache` of the upstream layer, over Redis: the interface, no HTTP.
-    "gateway.redis_cache": ("strawberry", "starlette", "httpx", "gateway.schema", "gateway.context",
-                            "gateway.loaders", "gateway.models", "gateway.normalize",
-                            "gateway.upstreams._base", "gateway.upstreams.almanac",
-                            "gateway.upstreams.autoposting"),
+    "gateway.loaders": ("strawberry", "starlette", "gateway.schema", "gateway.context",
+                        "gateway.checkout", "gateway.http", "gateway.telemetry"),
+    "gateway.context": ("httpx", "starlette", "gateway.schema", "gateway.upstreams",
+                        "gateway.http", "gateway.telemetry"),
+    "gateway.schema": ("httpx", "starlette", "gateway.upstreams", "gateway.http",
+                       "gateway.telemetry"),
+    "gateway.examples": ("gateway.", "httpx", "strawberry", "starlette"),
+    # Checkout: below the schema, above the clients; its stores know no HTTP.
+    "gateway.checkout": ("strawberry", "starlette", "httpx", "gateway.schema", "gateway.context",
+                         "gateway.http.guard", "gateway.http.persisted", "gateway.http.graphiql",
+                         "gateway.telemetry"),
+    "gateway.checkout.idempotency": ("gateway.upstreams", "gateway.loaders"),
+    "gateway.checkout.redis_store": ("gateway.upstreams", "gateway.loaders"),
+    # The HTTP edge: in front of the schema, never inside it.
+    "gateway.http": ("strawberry", "httpx", "gateway.schema", "gateway.context",
+                     "gateway.loaders", "gateway.checkout.start",
+                     "gateway.checkout.preview"),
+    # Telemetry observes; it decides nothing about a request.
+    # (tracing.py is Strawberry's OpenTelemetry extension, hence no rule against strawberry.)
+    "gateway.telemetry": ("httpx", "gateway.schema", "gateway.context",
+                          "gateway.loaders", "gateway.checkout", "gateway.http"),
+    "gateway.telemetry.request_id": ("gateway.", "starlette"),
+    "gateway.telemetry.logs": ("gateway.upstreams", "starlette"),
     # The sandbox plays the external services: it shares no code with the gateway.
     "gateway.sandbox": ("gateway.errors", "gateway.models", "gateway.normalize",
                         "gateway.upstreams", "gateway.loaders", "gateway.schema",
-                        "gateway.settings", "gateway.context", "strawberry", "httpx"),
+                        "gateway.settings", "gateway.context", "gateway.checkout",
+                        "gateway.http", "gateway.telemetry", "strawberry", "httpx"),
 }  # fmt: skip
 ENTRY_POINTS = ("gateway.app", "gateway.__main__")
 
@@ -100,3 +107,8 @@ def test_nothing_imports_the_app_or_the_command_line(module: str) -> None:
 
 def test_the_layer_rules_name_only_modules_that_exist() -> None:
     assert all(any(_matches(m, owner) for m in MODULES) for owner in FORBIDDEN)
+
+
+@pytest.mark.parametrize("module", sorted(set(MODULES) - set(ENTRY_POINTS) - {"gateway"}), ids=str)
+def test_every_module_has_a_layer_rule(module: str) -> None:
+    assert any(_matches(module, owner) for owner in FORBIDDEN)

@@ -15,8 +15,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.__main__ import DEMO_API_KEY, demo_environ
 from gateway.__main__ import main as cli
 from gateway.app import create_app
-from gateway.logs import JSONFormatter, TextFormatter
-from gateway.metrics import MAX_OPERATION_NAMES, Metrics
 from gateway.sandbox import (
     ALMANAC_OWNER_TOKEN,
     AUTOPOSTING_PRO_KEY,
@@ -25,6 +23,8 @@ from gateway.sandbox import (
     SandboxThread,
 )
 from gateway.settings import load_settings
+from gateway.telemetry.logs import JSONFormatter, TextFormatter
+from gateway.telemetry.metrics import MAX_OPERATION_NAMES, Metrics
 from gateway.upstreams._base import endpoint_template
 from tests.servers import ServerThread
 from tests.support import TEST_API_KEY, Gateway, make_settings
@@ -270,8 +270,8 @@ async def test_tracing_shows_the_operation_and_each_upstream_call(state: Sandbox
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import SpanKind
 
-    from gateway import tracing
     from gateway.schema import build_schema
+    from gateway.telemetry import tracing
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

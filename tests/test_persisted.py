@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.persisted import (
+from gateway.http.persisted import (
     ManifestError,
     PersistedOperations,
     PersistedQueryError,

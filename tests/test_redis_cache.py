@@ -23,10 +23,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.types import Receive, Scope, Send
 
 from gateway.app import create_app
-from gateway.metrics import Metrics
+from gateway.checkout.redis_store import open_redis
 from gateway.provider import Provider
-from gateway.redis_cache import KEY_PREFIX, RedisResponseCache
-from gateway.redis_store import open_redis
 from gateway.sandbox import (
     ALMANAC_OWNER_TOKEN,
     ALMANAC_VIEWER_TOKEN,
@@ -38,7 +36,9 @@ from gateway.sandbox import (
     create_autoposting_app,
 )
 from gateway.settings import Credential
+from gateway.telemetry.metrics import Metrics
 from gateway.upstreams import AlmanacClient
+from gateway.upstreams.redis_cache import KEY_PREFIX, RedisResponseCache
 from gateway.upstreams.reuse import Cached, CachePolicy, CacheUnavailable, credential_digest
 from tests.redis_server import RedisServer
 from tests.support import TEST_API_KEY, make_settings

@@ -14,21 +14,21 @@ import redis
 
 from gateway.__main__ import DEMO_API_KEY, demo_environ
 from gateway.app import create_app
-from gateway.errors import ErrorCode, UpstreamTimeout, UpstreamUnreachable
-from gateway.idempotency import (
+from gateway.checkout.idempotency import (
     Acquired,
     Conflict,
     RememberedFailure,
     Replay,
 )
-from gateway.models import CheckoutSession
-from gateway.provider import Provider
-from gateway.redis_store import (
+from gateway.checkout.redis_store import (
     KEY_PREFIX,
     IdempotencyUnavailable,
     RedisIdempotencyStore,
     open_redis,
 )
+from gateway.errors import ErrorCode, UpstreamTimeout, UpstreamUnreachable
+from gateway.models import CheckoutSession
+from gateway.provider import Provider
 from gateway.sandbox import Fault, SandboxState, SandboxThread
 from gateway.settings import ConfigurationError, load_settings
 from tests.redis_server import RedisServer

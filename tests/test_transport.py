@@ -13,9 +13,9 @@ import pytest
 from gateway.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
 from gateway.loaders import Clients
 from gateway.provider import Provider
-from gateway.request_id import REQUEST_ID
 from gateway.sandbox import ALMANAC_OWNER_TOKEN, Fault, RunningSandbox, start_sandbox
 from gateway.settings import Credential
+from gateway.telemetry.request_id import REQUEST_ID
 from gateway.upstreams import AlmanacClient
 from gateway.upstreams.transport import UpstreamTransport, _httpx_error, environment_proxy
 from tests.support import make_settings

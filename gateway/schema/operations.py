@@ -7,10 +7,10 @@ from typing import Annotated
 
 import strawberry
 
-from gateway.checkout import CheckoutRequest, start_checkout
+from gateway.checkout.preview import preview_checkout
+from gateway.checkout.start import CheckoutRequest, start_checkout
 from gateway.context import Info
 from gateway.errors import GatewayError, attributed_to
-from gateway.preview import preview_checkout
 from gateway.provider import Provider
 from gateway.schema.enums import ProviderEnum
 from gateway.schema.errors import (

@@ -86,8 +86,8 @@ from gateway.errors import (
     UpstreamUnavailable,
     UpstreamUnreachable,
 )
-from gateway.request_id import REQUEST_ID
 from gateway.settings import Credential, UpstreamSettings
+from gateway.telemetry.request_id import REQUEST_ID
 from gateway.upstreams.resilience import BreakerState, CircuitBreaker, Clock, RetryBudget, Ticket
 from gateway.upstreams.reuse import (
     CACHED_ENDPOINTS,

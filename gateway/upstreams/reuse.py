@@ -11,7 +11,7 @@ its last waiter is cancelled, it is cancelled too. It runs in the context of its
 request id goes upstream).
 
 Cache (`ResponseCache`): an async interface of string keys and JSON-compatible values with a
-time-to-live. `MemoryResponseCache` is a bounded LRU of this process; `gateway.redis_cache` keeps
+time-to-live. `MemoryResponseCache` is a bounded LRU of this process; `upstreams.redis_cache` keeps
 entries in Redis, shared by every process pointed at it. Only successful answers are stored. A
 cache that cannot answer (a shared store down or slow) raises `CacheUnavailable`, and the client
 carries on without it: a failed lookup is a miss, a failed store is skipped.

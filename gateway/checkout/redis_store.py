@@ -1,6 +1,6 @@
 """Idempotency keys in Redis, shared by every replica of the gateway (`GATEWAY_REDIS_URL`).
 
-`RedisIdempotencyStore` keeps the contract of `gateway.idempotency` across processes. A key is one
+`RedisIdempotencyStore` keeps the contract of `checkout.idempotency` across processes. A key is one
 Redis hash, `billing-gateway:idem:<scope>:<key>` (scopes hold digests only, never a secret), with
 the fields `fingerprint`, `token`, `lease` and, once finished, `outcome` (JSON). It expires `ttl`
 after it was reserved. Each step is one Lua script, so it is atomic across processes:
@@ -39,9 +39,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from gateway import errors
-from gateway.errors import GatewayError, UpstreamError, UpstreamUnavailable, UpstreamUnreachable
-from gateway.health import Check, CheckResult
-from gateway.idempotency import (
+from gateway.checkout.idempotency import (
     Acquired,
     Conflict,
     Outcome,
@@ -49,6 +47,8 @@ from gateway.idempotency import (
     Replay,
     Reservation,
 )
+from gateway.errors import GatewayError, UpstreamError, UpstreamUnavailable, UpstreamUnreachable
+from gateway.http.health import Check, CheckResult
 from gateway.models import CheckoutSession
 from gateway.provider import Provider
 
@@ -71,7 +71,7 @@ LEASE_ENDED = (
     "The first request with this idempotency key ended without recording its answer (its "
     "gateway stopped mid-checkout)."
 )
-# Same wording as gateway.checkout.UNKNOWN_OUTCOME (not imported: checkout depends on the store).
+# Same wording as checkout.start.UNKNOWN_OUTCOME (not imported: checkout depends on the store).
 UNKNOWN_OUTCOME = (
     " The checkout may have been created, so this idempotency key gives this answer until it "
     "expires: retry with a new idempotency key after checking the account's billing for it."

@@ -2,7 +2,7 @@
 
 A checkout is never retried here or below (see `upstreams/_base.py`): neither provider honours
 idempotency keys, so a second POST could create a second checkout session. The gateway keeps
-idempotency keys itself (`gateway.idempotency`, whose docstring says what a key remembers): with
+idempotency keys itself (`checkout.idempotency`, whose docstring says what a key remembers): with
 a key, a repeated request gets the first one's session instead of a second POST.
 
 Redirect URLs, given or defaulted, must be absolute http(s) URLs on a host of
@@ -20,6 +20,14 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from gateway import normalize
+from gateway.checkout.idempotency import (
+    Conflict,
+    IdempotencyStore,
+    RememberedFailure,
+    Replay,
+    checkout_scope,
+    digest,
+)
 from gateway.errors import (
     IdempotencyConflict,
     InvalidInput,
@@ -31,14 +39,6 @@ from gateway.errors import (
     UpstreamRejected,
     UpstreamUnauthorized,
     UpstreamUnreachable,
-)
-from gateway.idempotency import (
-    Conflict,
-    IdempotencyStore,
-    RememberedFailure,
-    Replay,
-    checkout_scope,
-    digest,
 )
 from gateway.loaders import Clients, Loaders
 from gateway.models import CheckoutSession

@@ -27,8 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import jsonfast
 from gateway.errors import ErrorCode
-from gateway.metrics import UNKNOWN, Metrics
-from gateway.request_id import REQUEST_ID
+from gateway.telemetry.metrics import UNKNOWN, Metrics
+from gateway.telemetry.request_id import REQUEST_ID
 from gateway.upstreams.resilience import BreakerState
 
 access_logger = logging.getLogger("gateway.access")

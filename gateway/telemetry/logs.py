@@ -1,7 +1,7 @@
 """Log formatting: one JSON object per line (`GATEWAY_LOG_FORMAT=json`) or plain text.
 
 Every line carries the id of the request being served, if any. An access line's fields (see
-`gateway.observability`) are top-level keys of its JSON object, or `key=value` pairs in text.
+`telemetry.observability`) are top-level keys of its JSON object, or `key=value` pairs in text.
 Nothing here adds request headers or bodies: no credential reaches a log line through this module.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.request_id import REQUEST_ID
+from gateway.telemetry.request_id import REQUEST_ID
 
 LOG_FORMATS = ("json", "text")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"

@@ -30,7 +30,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from gateway.errors import ErrorCode
-from gateway.security import error_response
+from gateway.http.guard import error_response
 
 ASSETS_PATH = "/graphiql/assets"
 # Versioned URLs never change content: a year, and no revalidation.

@@ -1,0 +1,1 @@
+"""Checkout: starting one, previewing its price, idempotency keys and their stores."""

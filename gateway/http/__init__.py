@@ -1,0 +1,1 @@
+"""The HTTP edge: the endpoint guard, persisted operations, health probes, GraphiQL."""

@@ -1,0 +1,1 @@
+"""Telemetry: access logs, metrics, log formatting, request ids, tracing."""
