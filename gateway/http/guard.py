@@ -172,6 +172,10 @@ class GraphQLGuard:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
+        if not self.is_ide_page(request):
+            # Accepted by the key check (or no key is configured): telemetry may now give this
+            # request's operation name a label of its own.
+            scope.setdefault("state", {})["authenticated"] = True
         if request.method == "GET":
             await self.app(scope, receive, send)
             return
