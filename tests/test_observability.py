@@ -25,7 +25,7 @@ from gateway.sandbox import (
 from gateway.settings import load_settings
 from gateway.telemetry.logs import JSONFormatter, TextFormatter
 from gateway.telemetry.metrics import MAX_OPERATION_NAMES, Metrics
-from gateway.upstreams._base import endpoint_template
+from gateway.upstreams.endpoints import endpoint_template
 from tests.servers import ServerThread
 from tests.support import TEST_API_KEY, Gateway, make_settings
 from tests.test_http_edge import sandbox_transports, serve

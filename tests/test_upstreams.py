@@ -36,7 +36,7 @@ from gateway.errors import (
 from gateway.provider import Provider
 from gateway.settings import Credential, UpstreamSettings
 from gateway.upstreams import AlmanacClient, AutopostingClient, UpstreamClient
-from gateway.upstreams._base import parse_retry_after
+from gateway.upstreams.mapping import parse_retry_after
 
 ALMANAC = Provider.ALMANAC
 AUTOPOSTING = Provider.AUTOPOSTING
@@ -391,10 +391,10 @@ async def test_autoposting_gets_keep_the_base_url_path_prefix_and_send_the_beare
     assert request.headers["accept"] == "application/json"
 
 
-async def test_autoposting_health_is_a_get_without_any_authorization(connect: Connect) -> None:
+async def test_the_readiness_probe_is_a_get_without_any_authorization(connect: Connect) -> None:
     h = connect(AUTOPOSTING, answer(200, {"success": True}))
 
-    assert await h.client.health() is None  # type: ignore[attr-defined]
+    assert await h.client.probe("/health", time_limit=1.0) == 200
 
     request = h.upstream.request
     assert str(request.url) == f"{AUTOPOSTING_URL}/health"

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import UpstreamError
-from gateway.upstreams._base import UpstreamClient
+from gateway.upstreams import UpstreamClient
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.upstreams._base import UpstreamClient
+from gateway.upstreams import UpstreamClient
 from gateway.upstreams.resilience import BreakerState
 
 MAX_OPERATION_NAMES = 100

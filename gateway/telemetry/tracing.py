@@ -16,7 +16,7 @@ from typing import Any
 
 from strawberry.extensions import SchemaExtension
 
-from gateway.upstreams._base import UpstreamClient
+from gateway.upstreams import UpstreamClient
 
 DEFAULT_SERVICE_NAME = "billing-gateway"
 

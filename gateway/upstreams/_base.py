@@ -59,40 +59,38 @@ Reuse contract (`gateway.upstreams.reuse`; POSTs and probes never take part)
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import math
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from functools import cache
-from typing import Any, ClassVar, NoReturn, Protocol
+from typing import ClassVar, NoReturn
 
 import httpx
 
 from gateway import jsonfast
 from gateway.errors import (
-    BillingSuspended,
     UpstreamBadResponse,
     UpstreamCircuitOpen,
     UpstreamError,
-    UpstreamForbidden,
-    UpstreamNotFound,
-    UpstreamRateLimited,
-    UpstreamRejected,
     UpstreamTimeout,
-    UpstreamUnauthorized,
-    UpstreamUnavailable,
     UpstreamUnreachable,
 )
 from gateway.settings import Credential, UpstreamSettings
 from gateway.telemetry.request_id import REQUEST_ID
+from gateway.upstreams.endpoints import Endpoint, endpoint_template
+from gateway.upstreams.mapping import (
+    NOT_RETRIED,
+    RETRIED_STATUSES,
+    UNHEALTHY_ERRORS,
+    parse_retry_after,
+    status_error,
+    transport_error,
+)
+from gateway.upstreams.observers import NoObserver, ReuseObserver, UpstreamObserver
 from gateway.upstreams.resilience import BreakerState, CircuitBreaker, Clock, RetryBudget, Ticket
 from gateway.upstreams.reuse import (
-    CACHED_ENDPOINTS,
     Cached,
-    CacheGroup,
     CachePolicy,
     CacheUnavailable,
     Coalescer,
@@ -108,122 +106,14 @@ DEFAULT_HEADERS: Mapping[str, str] = {"user-agent": USER_AGENT, "accept": "appli
 # Connections per provider: a request fans out to tens of GETs at once, and concurrent requests
 # multiply them; kept alive for reuse (`transport.upstream_transport`).
 DEFAULT_MAX_CONNECTIONS = 100
-RETRIED_STATUSES = frozenset({429, 502, 503, 504})
-# The status of an answer, most specific first; the first matching row gives the exception class.
-STATUS_ERRORS: tuple[tuple[Callable[[int], bool], type[UpstreamError]], ...] = (
-    (lambda status: status == 401, UpstreamUnauthorized),
-    (lambda status: status == 403, UpstreamForbidden),
-    (lambda status: status == 404, UpstreamNotFound),
-    (lambda status: status == 429, UpstreamRateLimited),
-    (lambda status: status >= 500, UpstreamUnavailable),
-    (lambda status: 400 <= status < 500, UpstreamRejected),
-)
-# Upstream error codes that name a more specific failure than the status alone.
-UPSTREAM_CODE_ERRORS: Mapping[str, type[UpstreamError]] = {
-    "billing_suspended": BillingSuspended,
-}
-# Errors that say the provider is unhealthy, counted by the circuit breaker; any other answer
-# (4xx: the caller's doing) shows it healthy.
-UNHEALTHY_ERRORS: tuple[type[UpstreamError], ...] = (
-    UpstreamTimeout,
-    UpstreamUnreachable,
-    UpstreamUnavailable,
-    UpstreamRateLimited,
-    UpstreamBadResponse,
-)
-
 Sleep = Callable[[float], Awaitable[None]]
-
-OTHER_ENDPOINT = "other"
-
-
-class UpstreamObserver(Protocol):
-    """What an `UpstreamClient` reports (metrics, access logs); see the module docstring."""
-
-    def request_finished(
-        self, provider: str, method: str, endpoint: str, status: str, seconds: float
-    ) -> None:
-        """A request ended: `status` is the HTTP status, or the transport error class."""
-
-    def retry_scheduled(self, provider: str, endpoint: str) -> None:
-        """A failed GET will be sent again."""
-
-    def retry_refused(self, provider: str) -> None:
-        """A retry was not sent: the retry budget is spent."""
-
-    def circuit_changed(self, provider: str, state: BreakerState) -> None:
-        """The circuit breaker moved to `state`."""
-
-
-class ReuseObserver(Protocol):
-    """What an `UpstreamClient` reports of answers reused (metrics); see the module docstring."""
-
-    def cache_lookup(self, provider: str, endpoint: str, *, hit: bool) -> None:
-        """A cacheable GET was looked up in the cache."""
-
-    def cache_failed(self, provider: str, endpoint: str, *, operation: str) -> None:
-        """The cache could not answer a lookup (`operation` "get", answered as a miss) or keep
-        an answer ("set", skipped)."""
-
-    def request_coalesced(self, provider: str, endpoint: str) -> None:
-        """A GET waits for an identical GET in flight instead of sending its own."""
-
-
-class _NoObserver:
-    def request_finished(
-        self, provider: str, method: str, endpoint: str, status: str, seconds: float
-    ) -> None:
-        pass
-
-    def retry_scheduled(self, provider: str, endpoint: str) -> None:
-        pass
-
-    def retry_refused(self, provider: str) -> None:
-        pass
-
-    def circuit_changed(self, provider: str, state: BreakerState) -> None:
-        pass
-
-    def cache_lookup(self, provider: str, endpoint: str, *, hit: bool) -> None:
-        pass
-
-    def cache_failed(self, provider: str, endpoint: str, *, operation: str) -> None:
-        pass
-
-    def request_coalesced(self, provider: str, endpoint: str) -> None:
-        pass
-
-
-@cache
-def _template_pattern(template: str) -> re.Pattern[str]:
-    parts = re.split(r"(\{[^/{}]+\})", template)
-    return re.compile(
-        "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts)
-    )
-
-
-def endpoint_template(path: str, templates: tuple[str, ...]) -> str:
-    """The first of `templates` that `path` matches (`{name}` is one segment), else "other"."""
-    for template in templates:
-        if _template_pattern(template).fullmatch(path):
-            return template
-    return OTHER_ENDPOINT
-
-
-# The label of a request that got no HTTP answer, by the httpx exception it raised.
-TRANSPORT_ERROR_LABELS: tuple[tuple[type[httpx.HTTPError], str], ...] = (
-    (httpx.TimeoutException, "timeout"),
-    (httpx.DecodingError, "decoding_error"),
-    (httpx.TransportError, "unreachable"),
-    (httpx.HTTPError, "error"),
-)
 
 
 class UpstreamClient:
     """Sends requests to one provider and returns decoded JSON, or raises an `UpstreamError`."""
 
-    # Path templates of the provider's endpoints, for metrics (`{id}` matches one segment).
-    endpoints: ClassVar[tuple[str, ...]] = ()
+    # The provider's endpoints: metric labels (`{id}` matches one segment) and cache groups.
+    endpoints: ClassVar[tuple[Endpoint, ...]] = ()
 
     def __init__(
         self,
@@ -266,16 +156,17 @@ class UpstreamClient:
         # one credential must never be sent with another's. The client only owns the transport,
         # for the instrumentation and for closing it.
         self._http = httpx.AsyncClient(transport=self._transport)
-        self.observer: UpstreamObserver = _NoObserver()
-        self.reuse_observer: ReuseObserver = _NoObserver()
+        self.observer: UpstreamObserver = NoObserver()
+        self.reuse_observer: ReuseObserver = NoObserver()
         self._coalescer = Coalescer() if coalesce else None
         self.cache_policy = cache_policy or CachePolicy()
         self._cache = cache if self.cache_policy.enabled else None
         # Cache operations ("get", "set") whose last attempt failed: warned once, until one answers
         # (a read-only Redis fails every set but no get: one warning, not one per GET).
         self._cache_failing: set[str] = set()
+        self._templates = tuple(endpoint.template for endpoint in self.endpoints)
         # Endpoint templates whose GET answers may be cached, by group (see the reuse contract).
-        self.cached: Mapping[str, CacheGroup] = CACHED_ENDPOINTS.get(self.provider, {})
+        self.cached = {e.template: e.cache for e in self.endpoints if e.cache is not None}
 
     def observe(self, observer: UpstreamObserver) -> None:
         """Report requests, retries and breaker moves to `observer` from now on."""
@@ -485,7 +376,7 @@ class UpstreamClient:
 
     def endpoint(self, path: str) -> str:
         """The endpoint template of `path`, the label of metrics."""
-        return endpoint_template(path, self.endpoints)
+        return endpoint_template(path, self._templates)
 
     async def _send(
         self,
@@ -516,11 +407,17 @@ class UpstreamClient:
             response = await self._transport.handle_async_request(request)
             await response.aread()
         except httpx.HTTPError as exc:
-            label = next(name for cls, name in TRANSPORT_ERROR_LABELS if isinstance(exc, cls))
+            label, error_class, message = transport_error(exc)
             self.observer.request_finished(
                 self.provider.value, method, endpoint, label, time.perf_counter() - started
             )
-            self._raise_transport_error(method, path, exc)
+            logger.warning(
+                "%s %s %s failed: %s", self.provider.value, method, path, type(exc).__name__
+            )
+            lost = NOT_RETRIED if method == "POST" else ""
+            raise error_class(
+                message.format(name=self.provider.label, lost=lost), provider=self.provider
+            ) from exc
         elapsed = time.perf_counter() - started
         self.observer.request_finished(
             self.provider.value, method, endpoint, str(response.status_code), elapsed
@@ -538,26 +435,6 @@ class UpstreamClient:
     def auth_headers(self, credential: Credential) -> dict[str, str]:
         """The headers that present `credential` to the provider."""
         return {"authorization": f"Bearer {credential.reveal()}"}
-
-    def _raise_transport_error(self, method: str, path: str, exc: httpx.HTTPError) -> NoReturn:
-        name = self.provider.label
-        lost = " The request was sent once and not retried." if method == "POST" else ""
-        error: UpstreamError
-        if isinstance(exc, httpx.TimeoutException):
-            error = UpstreamTimeout(f"{name} did not answer in time.{lost}", provider=self.provider)
-        elif isinstance(exc, httpx.DecodingError):
-            error = UpstreamBadResponse(
-                f"{name} sent a body that could not be decoded.", provider=self.provider
-            )
-        elif isinstance(exc, httpx.TransportError):
-            error = UpstreamUnreachable(
-                f"{name} could not be reached or dropped the connection.{lost}",
-                provider=self.provider,
-            )
-        else:
-            error = UpstreamUnavailable(f"{name} request failed.{lost}", provider=self.provider)
-        logger.warning("%s %s %s failed: %s", self.provider.value, method, path, type(exc).__name__)
-        raise error from exc
 
     def _decode(self, method: str, path: str, response: httpx.Response) -> object:
         body = self._json_body(response)
@@ -605,9 +482,7 @@ class UpstreamClient:
     ) -> NoReturn:
         status = response.status_code
         upstream_code = self.error_code(body)
-        error_class = UPSTREAM_CODE_ERRORS.get(upstream_code or "") or next(
-            cls for matches, cls in STATUS_ERRORS if matches(status)
-        )
+        error_class, message = status_error(status, upstream_code)
         retry_after = (
             parse_retry_after(response.headers.get("retry-after")) if status == 429 else None
         )
@@ -619,9 +494,10 @@ class UpstreamClient:
             status,
             f" ({upstream_code})" if upstream_code else "",
         )
-        not_retried = " The request was sent once and not retried." if method == "POST" else ""
+        code = f" ({upstream_code})" if upstream_code else ""
         raise error_class(
-            status_message(self.provider.label, status, upstream_code) + not_retried,
+            message.format(name=self.provider.label, status=status, code=code)
+            + (NOT_RETRIED if method == "POST" else ""),
             provider=self.provider,
             status=status,
             upstream_code=upstream_code,
@@ -635,44 +511,3 @@ class UpstreamClient:
     def error_code(self, body: object) -> str | None:
         """A short machine code from an error body, when the provider gives one."""
         return None
-
-
-def status_message(name: str, status: int, upstream_code: str | None) -> str:
-    """A safe message for an error status: the provider's own text is never copied."""
-    code = f" ({upstream_code})" if upstream_code else ""
-    if status == 401:
-        return f"{name} rejected the credential{code}."
-    if status == 403:
-        return f"{name} does not allow this for the credential{code}."
-    if status == 404:
-        return f"{name} does not know this account or resource{code}."
-    if status == 429:
-        return f"{name} is rate limiting requests{code}."
-    if status >= 500:
-        return f"{name} failed with status {status}{code}."
-    return f"{name} rejected the request with status {status}{code}."
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header: delta seconds or an HTTP date."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def is_safe_code(value: Any) -> bool:
-    """Whether an upstream error code is a short identifier that is safe to pass on."""
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= 64
-        and all(c.isascii() and (c.isalnum() or c in "_-.") for c in value)
-    )

@@ -74,7 +74,6 @@ class CircuitBreaker:
         self._consecutive = 0
         self._opened_at = 0.0
         self._probing = False
-        self.last_failure: str | None = None
         # Told of every move (metrics); an open breaker turning half-open on its own, with time,
         # is reported when a call next asks, so read `state` for the current one.
         self.on_change: Callable[[BreakerState], None] | None = None
@@ -121,7 +120,6 @@ class CircuitBreaker:
         """The call failed in a way that says the upstream is unhealthy; `reason` is logged."""
         if not self.is_current(ticket):
             return
-        self.last_failure = reason
         self._consecutive += 1
         if ticket.probe or self._consecutive >= self.failures:
             self._move(BreakerState.OPEN, reason)

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 from urllib.parse import urlencode
 
-from gateway.provider import Provider
 from gateway.settings import Credential
 from gateway.upstreams.resilience import Clock
 
@@ -191,15 +190,3 @@ class CachePolicy:
     def enabled(self) -> bool:
         """Whether any answer is cached."""
         return self.state_seconds > 0 or self.usage_seconds > 0
-
-
-# The GET endpoints (templates of the clients' `endpoints`) whose answers may be cached.
-CACHED_ENDPOINTS: Mapping[Provider, Mapping[str, CacheGroup]] = {
-    Provider.ALMANAC: {"/v1/organizations/{id}/billing": CacheGroup.STATE},
-    Provider.AUTOPOSTING: {
-        "/billing/status": CacheGroup.STATE,
-        "/auth/profile": CacheGroup.STATE,
-        "/billing/credit-summary": CacheGroup.USAGE,
-        "/usage/tokens": CacheGroup.USAGE,
-    },
-}
