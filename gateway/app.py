@@ -34,6 +34,7 @@ from gateway.checkout.idempotency import (
     ObservedIdempotencyStore,
 )
 from gateway.checkout.redis_store import RedisIdempotencyStore, open_redis, redis_check
+from gateway.clients import Clients
 from gateway.context import Context, build_context
 from gateway.errors import ErrorCode
 from gateway.examples import EXAMPLE_MUTATION, EXAMPLE_QUERY
@@ -49,7 +50,6 @@ from gateway.http.guard import (
 )
 from gateway.http.health import Readiness, healthz, readyz, upstream_check
 from gateway.http.persisted import PersistedOperations, PersistedQueryError
-from gateway.loaders import Clients
 from gateway.provider import Provider
 from gateway.schema import build_schema
 from gateway.settings import Settings, load_settings

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 import strawberry
 
 from gateway.checkout.idempotency import IdempotencyStore, digest
+from gateway.clients import Clients
 from gateway.errors import InvalidInput, MissingCredentials
-from gateway.loaders import AccountRef, Clients, Loaders
+from gateway.loaders import Loaders
 from gateway.provider import Provider
 from gateway.settings import ConfigurationError, Credential, Settings
+from gateway.sources import AccountRef
 from gateway.validation import check_account_id
 
 # Request headers that carry a caller's own credential, forwarded to that provider only.

@@ -1,4 +1,4 @@
-"""Per-request dataloaders, and the account sources that read through them.
+"""Per-request dataloaders; the account sources (`gateway.sources`) read through them.
 
 Loader contract
 - A `Loaders` container is built for every GraphQL request and dropped after it, so nothing
@@ -14,57 +14,28 @@ Loader contract
 from __future__ import annotations
 
 import asyncio
-import enum
 from abc import abstractmethod
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from aiodataloader import DataLoader
 
-if TYPE_CHECKING:
-    import httpx
-
 from gateway import normalize
+from gateway.clients import Clients, NormalizedAnswers
 from gateway.models import (
     AlmanacBilling,
     AutopostingBilling,
     AutopostingProfile,
-    ManagePermission,
-    Plan,
-    Subscription,
     UsageMeter,
 )
 from gateway.provider import Provider
 from gateway.settings import Credential, Settings
+from gateway.sources import AccountSource, AlmanacAccounts, AlmanacKey, AutopostingAccounts
 from gateway.upstreams import AlmanacClient, AutopostingClient
-from gateway.upstreams.reuse import CachePolicy, MemoryResponseCache, ResponseCache
-from gateway.validation import account_mismatch
 
 K = TypeVar("K")
 V = TypeVar("V")
-
-# Normalized answers kept for reuse (`NormalizedAnswers`): a few hundred small models.
-DEFAULT_NORMALIZED_ENTRIES = 256
-
-
-@dataclass(frozen=True, slots=True)
-class AccountRef:
-    """One account of one provider, as seen with one credential."""
-
-    provider: Provider
-    account_id: str | None
-    credential: Credential
-
-
-@dataclass(frozen=True, slots=True)
-class AlmanacKey:
-    """Key of the Almanac billing loader."""
-
-    organization_id: str
-    credential: Credential
 
 
 class ConcurrentLoader(DataLoader[K, V], Generic[K, V]):
@@ -88,38 +59,6 @@ class ConcurrentLoader(DataLoader[K, V], Generic[K, V]):
         """`load(key)`, typed."""
         value: V = await self.load(key)
         return value
-
-
-class NormalizedAnswers:
-    """Normalized models by the identity of the upstream JSON they were made from.
-
-    Coalesced and cached GETs hand one decoded answer to every request that shares them; each
-    request normalized it again, which cost more than the rest of its loads. Models are frozen,
-    so one normalization serves them all. An entry holds its answer, so the id it is keyed by
-    cannot be reused while it is kept; least recently used entries go beyond `max_entries`.
-    Each loader keys its own kind: one answer may be normalized differently by two loaders.
-    """
-
-    def __init__(self, max_entries: int = DEFAULT_NORMALIZED_ENTRIES) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[tuple[int, str], tuple[object, object]] = OrderedDict()
-
-    def get(self, kind: str, payload: object, normalize: Callable[[], V]) -> V:
-        """`normalize()` of `payload`, made once while `payload` is kept."""
-        key = (id(payload), kind)
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] is payload:
-            self._entries.move_to_end(key)
-            return cast(V, entry[1])
-        value = normalize()
-        self._entries[key] = (payload, value)
-        self._entries.move_to_end(key)
-        if len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-        return value
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 class AlmanacBillingByOrganizationLoader(ConcurrentLoader[AlmanacKey, AlmanacBilling]):
@@ -220,178 +159,6 @@ class AutopostingProfileByCredentialLoader(ConcurrentLoader[Credential, Autopost
         )
 
 
-class Need(enum.Flag):
-    """Parts of an account a request will read, beyond the primary resource."""
-
-    NONE = 0
-    ACCOUNT_ID = enum.auto()
-    USAGE = enum.auto()
-
-
-class AccountSource(Protocol):
-    """What the GraphQL layer can ask of one provider's account; each answer reads a loader."""
-
-    async def ensure(self, ref: AccountRef, needs: Need = Need.NONE) -> None:
-        """Load the account's primary resource, raising its failure; start loading what `needs`
-        names at the same time, so that it costs no second round trip."""
-
-    async def account_id(self, ref: AccountRef) -> str:
-        """The provider's own id of the account."""
-
-    async def plans(self, ref: AccountRef) -> tuple[Plan, ...]:
-        """The plan catalog offered to the account, the current plan marked."""
-
-    async def subscription(self, ref: AccountRef) -> Subscription | None:
-        """The subscription state, when the provider reports one."""
-
-    async def manage(self, ref: AccountRef) -> ManagePermission | None:
-        """Whether the caller may manage billing, when the provider says."""
-
-    async def usage_meters(self, ref: AccountRef) -> tuple[UsageMeter, ...]:
-        """The account's usage meters."""
-
-    async def raw(self, ref: AccountRef) -> Mapping[str, Any]:
-        """The upstream JSON of the primary resource."""
-
-
-class AlmanacAccounts:
-    """Almanac: one billing call per organization answers everything."""
-
-    def __init__(self, billing: AlmanacBillingByOrganizationLoader) -> None:
-        self.billing = billing
-
-    async def _load(self, ref: AccountRef) -> AlmanacBilling:
-        assert ref.account_id is not None
-        return await self.billing.get(AlmanacKey(ref.account_id, ref.credential))
-
-    async def ensure(self, ref: AccountRef, needs: Need = Need.NONE) -> None:
-        await self._load(ref)
-
-    async def account_id(self, ref: AccountRef) -> str:
-        assert ref.account_id is not None
-        return ref.account_id
-
-    async def plans(self, ref: AccountRef) -> tuple[Plan, ...]:
-        return (await self._load(ref)).plans
-
-    async def subscription(self, ref: AccountRef) -> Subscription | None:
-        return None
-
-    async def manage(self, ref: AccountRef) -> ManagePermission | None:
-        return (await self._load(ref)).manage
-
-    async def usage_meters(self, ref: AccountRef) -> tuple[UsageMeter, ...]:
-        return (await self._load(ref)).usage
-
-    async def raw(self, ref: AccountRef) -> Mapping[str, Any]:
-        return (await self._load(ref)).raw
-
-
-class AutopostingAccounts:
-    """Autoposting: billing status first; profile, credits and tokens only when asked for."""
-
-    def __init__(
-        self,
-        billing: AutopostingBillingByCredentialLoader,
-        credits: AutopostingCreditsByCredentialLoader,
-        tokens: AutopostingTokensByCredentialLoader,
-        profiles: AutopostingProfileByCredentialLoader,
-    ) -> None:
-        self.billing = billing
-        self.credits = credits
-        self.tokens = tokens
-        self.profiles = profiles
-
-    async def ensure(self, ref: AccountRef, needs: Need = Need.NONE) -> None:
-        key = ref.credential
-        needs_profile = Need.ACCOUNT_ID in needs or ref.account_id is not None
-        ahead: list[Awaitable[object]] = [self.profiles.load(key)] if needs_profile else []
-        if Need.USAGE in needs:
-            ahead += [self.credits.load(key), self.tokens.load(key)]
-        # All in one batch. The usage parts may fail without failing the account (their field
-        # is nullable and raises their error); the account's ids need the profile, so a profile
-        # failure fails the account as its status would.
-        results = await asyncio.gather(self.billing.load(key), *ahead, return_exceptions=True)
-        for result in results[: 2 if needs_profile else 1]:
-            if isinstance(result, BaseException):
-                raise result
-        if ref.account_id is not None:
-            profile = await self.profiles.get(key)
-            if profile.organization_id != ref.account_id:
-                raise account_mismatch(ref.provider)
-
-    async def account_id(self, ref: AccountRef) -> str:
-        profile = await self.profiles.get(ref.credential)
-        return profile.organization_id
-
-    async def plans(self, ref: AccountRef) -> tuple[Plan, ...]:
-        return (await self.billing.get(ref.credential)).plans
-
-    async def subscription(self, ref: AccountRef) -> Subscription | None:
-        return (await self.billing.get(ref.credential)).status.subscription
-
-    async def manage(self, ref: AccountRef) -> ManagePermission | None:
-        return None
-
-    async def usage_meters(self, ref: AccountRef) -> tuple[UsageMeter, ...]:
-        billing, credits, tokens = await asyncio.gather(
-            self.billing.get(ref.credential),
-            self.credits.get(ref.credential),
-            self.tokens.get(ref.credential),
-        )
-        accounts = billing.status.accounts_meter
-        return (credits,) + ((accounts,) if accounts is not None else ()) + (tokens,)
-
-    async def raw(self, ref: AccountRef) -> Mapping[str, Any]:
-        return (await self.billing.get(ref.credential)).status.raw
-
-
-@dataclass(frozen=True, slots=True)
-class Clients:
-    """The upstream clients, shared by all requests for the life of the app, and the models
-    normalized from the answers they share between requests."""
-
-    almanac: AlmanacClient
-    autoposting: AutopostingClient
-    normalized: NormalizedAnswers = field(default_factory=lambda: NormalizedAnswers())
-
-    @classmethod
-    def create(
-        cls,
-        settings: Settings,
-        transports: Mapping[Provider, httpx.AsyncBaseTransport] | None = None,
-        *,
-        cache: ResponseCache | None = None,
-    ) -> Clients:
-        """Clients for both providers; `transports` replaces the network (tests, benchmarks),
-        `cache` the in-process cache of upstream answers (a shared one: `RedisResponseCache`).
-        Either is used only when the settings cache some answers."""
-        transports = transports or {}
-        policy = CachePolicy(
-            state_seconds=settings.cache_seconds, usage_seconds=settings.cache_usage_seconds
-        )
-        if cache is None and policy.enabled:
-            cache = MemoryResponseCache(max_entries=settings.cache_max_entries)
-        common: dict[str, Any] = {
-            "max_connections": settings.upstream_max_connections,
-            "coalesce": settings.coalesce,
-            "cache": cache,
-            "cache_policy": policy,
-        }
-        return cls(
-            almanac=AlmanacClient(
-                settings.almanac, transport=transports.get(Provider.ALMANAC), **common
-            ),
-            autoposting=AutopostingClient(
-                settings.autoposting, transport=transports.get(Provider.AUTOPOSTING), **common
-            ),
-        )
-
-    async def aclose(self) -> None:
-        """Close both connection pools."""
-        await asyncio.gather(self.almanac.aclose(), self.autoposting.aclose())
-
-
 class Loaders:
     """The loaders of one request, and the account source of each provider over them.
 
@@ -457,4 +224,4 @@ class Loaders:
         return source
 
 
-__all__ = ["AccountRef", "AccountSource", "Clients", "Loaders", "Need"]
+__all__ = ["Loaders"]

@@ -11,8 +11,8 @@ import httpx
 import strawberry
 
 from gateway.checkout.idempotency import IdempotencyStore, MemoryIdempotencyStore
+from gateway.clients import Clients
 from gateway.context import build_context
-from gateway.loaders import Clients
 from gateway.provider import Provider
 from gateway.sandbox import (
     ALMANAC_OWNER_TOKEN,

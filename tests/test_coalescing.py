@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from gateway import normalize
+from gateway.clients import NormalizedAnswers
 from gateway.errors import UpstreamUnavailable
-from gateway.loaders import NormalizedAnswers
 from gateway.provider import Provider
 from gateway.sandbox import (
     ALMANAC_OWNER_TOKEN,

@@ -30,6 +30,13 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "gateway.models": ("gateway.upstreams", "gateway.settings", "httpx", "strawberry", "starlette"),
     "gateway.normalize": ("gateway.upstreams", "gateway.settings", "httpx", "strawberry",
                           "starlette"),
+    "gateway.clients": ("strawberry", "starlette", "gateway.loaders", "gateway.sources",
+                        "gateway.schema", "gateway.context", "gateway.checkout", "gateway.http",
+                        "gateway.telemetry"),
+    # Account sources read through the loaders (imported for types only) and know no client.
+    "gateway.sources": ("strawberry", "starlette", "httpx", "gateway.upstreams", "gateway.clients",
+                        "gateway.schema", "gateway.context", "gateway.checkout", "gateway.http",
+                        "gateway.telemetry"),
     "gateway.loaders": ("strawberry", "starlette", "gateway.schema", "gateway.context",
                         "gateway.checkout", "gateway.http", "gateway.telemetry"),
     "gateway.context": ("httpx", "starlette", "gateway.schema", "gateway.upstreams",

@@ -10,8 +10,8 @@ import aiohttp
 import httpx
 import pytest
 
+from gateway.clients import Clients
 from gateway.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
-from gateway.loaders import Clients
 from gateway.provider import Provider
 from gateway.sandbox import ALMANAC_OWNER_TOKEN, Fault, RunningSandbox, start_sandbox
 from gateway.settings import Credential

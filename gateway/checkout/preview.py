@@ -7,8 +7,8 @@ sent once and never retried. Autoposting has no preview endpoint: asking for one
 from __future__ import annotations
 
 from gateway import normalize
+from gateway.clients import Clients
 from gateway.errors import InvalidInput
-from gateway.loaders import Clients
 from gateway.models import CheckoutPreview
 from gateway.provider import Provider
 from gateway.settings import Credential, Settings

@@ -28,6 +28,7 @@ from gateway.checkout.idempotency import (
     checkout_scope,
     digest,
 )
+from gateway.clients import Clients
 from gateway.errors import (
     IdempotencyConflict,
     InvalidInput,
@@ -40,7 +41,7 @@ from gateway.errors import (
     UpstreamUnauthorized,
     UpstreamUnreachable,
 )
-from gateway.loaders import Clients, Loaders
+from gateway.loaders import Loaders
 from gateway.models import CheckoutSession
 from gateway.provider import Provider
 from gateway.settings import Credential, Settings

@@ -13,7 +13,7 @@ from graphql import (
 )
 
 from gateway.context import Info
-from gateway.loaders import Need
+from gateway.sources import Need
 
 # GraphQL field names (anywhere below an account) -> the parts of the account they read.
 FIELD_NEEDS: dict[str, Need] = {

@@ -15,7 +15,6 @@ from strawberry.scalars import JSON
 
 from gateway import models
 from gateway.context import Info
-from gateway.loaders import AccountRef, AccountSource
 from gateway.schema.enums import (
     IntervalEnum,
     ManageReasonEnum,
@@ -24,6 +23,7 @@ from gateway.schema.enums import (
     from_domain,
 )
 from gateway.schema.ids import global_id
+from gateway.sources import AccountRef, AccountSource
 
 RAW_DESCRIPTION = (
     "The provider's own JSON for this object, unchanged: an escape hatch for what the schema "
