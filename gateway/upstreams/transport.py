@@ -1,7 +1,7 @@
 """The default transport of the upstream clients: aiohttp's connection pool under httpx's API.
 
 httpx's own pool (httpcore) scans every pooled connection on each request, so it falls behind
-under fan-out (PERFORMANCE-NOTES.md); `httpx_aiohttp.AiohttpTransport` keeps the httpx client
+under fan-out (docs/performance.md); `httpx_aiohttp.AiohttpTransport` keeps the httpx client
 API over aiohttp's pool, and `UpstreamTransport` sends through that pool itself. httpx_aiohttp's
 exception mapping is not fit for `_base.py`'s contract (it turns a refused or dropped connection
 into `httpx.ConnectTimeout`, and lets a malformed answer escape as an aiohttp error), so every

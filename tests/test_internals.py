@@ -1,0 +1,57 @@
+"""The library internals the gateway leans on, each checked where an upgrade would move it.
+
+pyproject.toml caps strawberry-graphql and aiohttp below their next minor version; before raising
+a cap, these tests say whether what the code relies on is still there.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+import strawberry
+from graphql import GraphQLSchema, parse
+from strawberry.extensions import ParserCache
+from strawberry.schema.schema import validate_document
+from strawberry.types import ExecutionContext
+
+
+@strawberry.type
+class _Query:
+    @strawberry.field
+    def seen(self, info: strawberry.Info) -> str:
+        # gateway/schema/selection.py reads graphql-core's resolve info behind Strawberry's.
+        raw = info._raw_info
+        assert isinstance(raw.fragments, dict)
+        return ",".join(node.name.value for node in raw.field_nodes)
+
+
+def test_strawberry_info_carries_field_nodes_and_fragments_in_raw_info() -> None:
+    result = strawberry.Schema(query=_Query).execute_sync("{ seen }")
+
+    assert result.errors is None
+    assert result.data == {"seen": "seen"}
+
+
+def test_a_strawberry_schema_holds_its_graphql_core_schema_as_schema() -> None:
+    # gateway/schema/__init__.py: TextKeyedValidationCache validates against it.
+    assert isinstance(strawberry.Schema(query=_Query)._schema, GraphQLSchema)
+
+
+def test_strawberry_validate_document_takes_schema_document_and_rules() -> None:
+    schema = strawberry.Schema(query=_Query)._schema
+
+    assert validate_document(schema, parse("{ seen }"), ()) == []
+    assert validate_document(schema, parse("{ nope }"), ()) == []  # no rules, no errors
+
+
+def test_parser_cache_parses_through_cached_parse_document_with_the_contexts_parse_options() -> (
+    None
+):
+    # gateway/schema/__init__.py: ReportingParserCache overrides on_parse with these two names.
+    assert callable(ParserCache(maxsize=1).cached_parse_document)
+    assert "parse_options" in ExecutionContext.__dataclass_fields__
+
+
+async def test_an_aiohttp_session_has_a_retry_connection_switch() -> None:
+    # gateway/upstreams/transport.py turns it off: aiohttp would resend a dropped GET unseen.
+    async with aiohttp.ClientSession() as session:
+        assert isinstance(session._retry_connection, bool)
