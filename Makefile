@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo serve test lint schema schema-check clean
+.PHONY: demo serve test test-fast lint schema schema-check clean
 
 $(BIN)/billing-gateway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ serve: $(BIN)/billing-gateway  ## the gateway against the upstreams configured b
 
 test: $(BIN)/billing-gateway  ## the whole test suite
 	$(BIN)/pytest
+
+test-fast: $(BIN)/billing-gateway  ## the inner loop: every test but the slow ones
+	$(BIN)/pytest -m "not slow"
 
 lint: $(BIN)/billing-gateway  ## ruff and mypy --strict, as CI runs them
 	$(BIN)/ruff check gateway tests bench scripts

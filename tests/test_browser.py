@@ -26,6 +26,9 @@ from gateway.sandbox import SandboxThread
 from gateway.settings import load_settings
 from tests.servers import ServerThread
 
+# Run by `make test`, left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 CHROMIUM = Path(os.environ.get("GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium"))
 # Chromium on a machine with no internet: no background connections, no first-run work. (Playwright
 # adds --headless; `launch_persistent_context` gives it a fresh --user-data-dir.)

@@ -34,6 +34,9 @@ from gateway.sandbox import (
 from gateway.settings import Settings, UpstreamSettings, load_settings
 from tests.servers import HOST, ServerThread
 
+# Run by `make test`, left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 API_KEY = "gw-faults-test-key"
 AUTHORIZATION = {"authorization": f"Bearer {API_KEY}"}
 SECRETS = (ALMANAC_OWNER_TOKEN, AUTOPOSTING_PRO_KEY, API_KEY)

@@ -22,6 +22,9 @@ from gateway.schema import schema_sdl
 from tests.servers import ServerThread
 from tests.support import TEST_API_KEY, make_settings
 
+# Run by `make test`, left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 SCHEMA = schema_sdl()
 CODES = {
     "INVALID_INPUT", "IDEMPOTENCY_CONFLICT", "UNAUTHENTICATED", "NOT_ALLOWED",

@@ -37,6 +37,9 @@ from gateway.sandbox import (
 from gateway.settings import load_settings
 from tests.servers import ServerThread
 
+# Run by `make test`, left out of `make test-fast`.
+pytestmark = pytest.mark.slow
+
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "8"))
 WORKERS = 8
 API_KEY = "soak-key"
