@@ -16,11 +16,11 @@ query Billing {
       id
       provider
       accountId
-      currentPlan { planId name price { amount currency } interval }
-      plans { planId name current }
-      subscription { status trialEnd currentPeriodEnd pendingPlanId }
+      currentPlan { id planId name price { amount currency } interval }
+      plans { id planId name current }
+      subscription { id status trialEnd currentPeriodEnd pendingPlanId }
       manage { allowed reason }
-      usageMeters { featureId used granted remaining unlimited usedFraction resetsAt }
+      usageMeters { id featureId used granted remaining unlimited usedFraction resetsAt }
     }
     ... on Error { code message provider }
   }
@@ -38,7 +38,7 @@ mutation Upgrade {
     }
   ) {
     __typename
-    ... on CheckoutSession { provider planId url sessionId }
+    ... on CheckoutSession { id provider planId url sessionId }
     ... on Error { code message provider }
     ... on ProviderError { retryable retryAfterSeconds }
   }

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from gateway.__main__ import _demo_banner, demo_environ
+from gateway.__main__ import DEMO_API_KEY, _demo_banner, demo_environ, demo_graphiql_headers
 from gateway.app import create_app
 from gateway.sandbox import SandboxThread
 from gateway.settings import load_settings
@@ -76,7 +76,8 @@ def demo() -> Iterator[str]:
 
         def make_app(url: str) -> Any:
             environ = demo_environ({}, sandbox.almanac_url, sandbox.autoposting_url, url)
-            return create_app(load_settings(environ))
+            headers = demo_graphiql_headers("127.0.0.1", DEMO_API_KEY)
+            return create_app(load_settings(environ), graphiql_headers=headers)
 
         with ServerThread(make_app) as gateway:
             banner = _demo_banner(gateway.url, sandbox.almanac_url, sandbox.autoposting_url)
@@ -150,3 +151,16 @@ def test_graphiql_opens_the_example_query_and_mutation_in_tabs(demo: str, page: 
     assert tabs.count() == 2
     assert tabs.nth(0).inner_text().strip().startswith("Billing")
     assert tabs.nth(1).inner_text().strip().startswith("Upgrade")
+
+
+def test_the_demos_plain_graphiql_address_runs_the_example_query_with_the_demo_key(
+    demo: str, page: Any
+) -> None:
+    page.goto(demo.split("?", 1)[0])  # what the banner's first line prints
+    run = page.locator(".graphiql-execute-button")
+    run.wait_for(state="visible")
+    run.click()
+    result = page.locator(".result-window")
+    result.get_by_text("org_acme").first.wait_for()
+
+    assert "UNAUTHENTICATED" not in result.inner_text()

@@ -20,9 +20,10 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
+from gateway.__main__ import demo_graphiql_headers
 from gateway.app import create_app
 from gateway.examples import EXAMPLE_MUTATION, EXAMPLE_QUERY
-from gateway.http.graphiql import ASSET_CACHE_CONTROL, ASSETS_PATH, assets
+from gateway.http.graphiql import ASSET_CACHE_CONTROL, ASSETS_PATH, GraphiQLPage, assets
 from gateway.sandbox import ALMANAC_OWNER_TOKEN, AUTOPOSTING_PRO_KEY
 from tests.support import TEST_API_KEY, make_settings
 
@@ -279,3 +280,37 @@ async def test_a_gateway_under_a_path_prefix_links_its_assets_under_it() -> None
     urls = [url for _, _, url in FETCHING.findall(response.text)]
     assert urls
     assert all(url.startswith(f"/billing{ASSETS_PATH}/") for url in urls)
+
+
+@pytest.mark.parametrize(
+    ("host", "api_key", "expected"),
+    [
+        ("127.0.0.1", "demo-gateway-key", {"Authorization": "Bearer demo-gateway-key"}),
+        ("localhost", "demo-gateway-key", {"Authorization": "Bearer demo-gateway-key"}),
+        ("::1", "demo-gateway-key", {"Authorization": "Bearer demo-gateway-key"}),
+        # Reachable from other machines: the page must not hand the key to whoever opens it.
+        ("0.0.0.0", "demo-gateway-key", None),
+        ("192.0.2.10", "demo-gateway-key", None),
+        # The caller's own GATEWAY_API_KEYS are never printed, nor written into the page.
+        ("127.0.0.1", None, None),
+    ],
+)
+def test_the_demo_prefills_its_published_key_only_on_loopback(
+    host: str, api_key: str | None, expected: dict[str, str] | None
+) -> None:
+    assert demo_graphiql_headers(host, api_key) == expected
+
+
+def test_a_page_with_headers_carries_them_in_its_config_and_a_page_without_none() -> None:
+    with_key = GraphiQLPage(["{ __typename }"], headers={"Authorization": "Bearer demo-key"})
+    without = GraphiQLPage(["{ __typename }"])
+
+    assert "Bearer demo-key" in with_key.html()
+    assert "Bearer" not in without.html()
+
+
+async def test_serve_writes_no_key_into_the_graphiql_page(client: httpx.AsyncClient) -> None:
+    page = await _page(client)
+
+    assert TEST_API_KEY not in page
+    assert "Bearer" not in page

@@ -8,7 +8,8 @@ allows nothing but this origin, so a page that reached for a CDN would fail in e
 only offline. Asset URLs carry the package version, so browsers may cache them for a year.
 
 The page opens with the example operations in tabs. It reads `?q=`, `?variables=` and `?headers=`
-from its own URL (the demo's link carries the demo key that way): no key is ever written into it.
+from its own URL. Only `demo` on a loopback address gives the page request headers to pre-fill
+(its published demo key); any other page has no key written into it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import gzip
 import hashlib
 import json
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -84,15 +85,19 @@ def _json_for_html(value: object) -> str:
 
 
 class GraphiQLPage:
-    """The GraphiQL page opening with `tabs` (GraphQL documents), rendered once."""
+    """The GraphiQL page opening with `tabs` (GraphQL documents), rendered once; `headers`, the
+    request headers its editor starts with (`demo` only: see the module docstring)."""
 
-    def __init__(self, tabs: Sequence[str]) -> None:
+    def __init__(self, tabs: Sequence[str], *, headers: Mapping[str, str] | None = None) -> None:
         template = _PACKAGE.joinpath("page.html").read_text(encoding="utf-8")
+        config: dict[str, object] = {"tabs": list(tabs)}
+        if headers:
+            config["headers"] = json.dumps(dict(headers))  # GraphiQL's headers editor: JSON text
         init = _PACKAGE.joinpath("init.js").read_text(encoding="utf-8").strip()
         # Indented as the template's other elements; the CSP hash covers the exact text.
         inline = "\n" + textwrap.indent(init, "      ") + "\n    "
         self._template = (
-            template.replace("{{ config }}", _json_for_html({"tabs": list(tabs)}))
+            template.replace("{{ config }}", _json_for_html(config))
             .replace("{{ init }}", inline)
             .replace("{{ stylesheets }}", "\n    ".join(self._tags(".css")))
             .replace("{{ scripts }}", "\n    ".join(self._tags(".js")))

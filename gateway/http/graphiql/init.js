@@ -1,5 +1,5 @@
 // Starts GraphiQL from the page's JSON config. Inlined into the page (its CSP hash is computed by
-// gateway/graphiql/__init__.py), so it is not one more cached URL to version.
+// gateway/http/graphiql/__init__.py), so it is not one more cached URL to version.
 (function () {
   "use strict";
 
@@ -12,7 +12,8 @@
   const parameters = new URLSearchParams(window.location.search);
   const urlQuery = parameters.get("q") || undefined;
   const urlVariables = parameters.get("variables") || undefined;
-  const urlHeaders = parameters.get("headers") || undefined;
+  // Only `demo` on loopback writes headers (its published key) into the config.
+  const urlHeaders = parameters.get("headers") || config.headers || undefined;
 
   // The example operations, each in its own tab; a `?q=` query opens first (its own tab unless it
   // is one of the examples).
