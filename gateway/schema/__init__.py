@@ -9,14 +9,12 @@ from functools import partial
 from typing import ClassVar
 
 import strawberry
-from graphql import GraphQLError, GraphQLSchema
+from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     SchemaExtension,
     ValidationCache,
 )
@@ -24,12 +22,26 @@ from strawberry.printer import print_schema
 from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
 
+from gateway.execution import PlanCache, planned_executor
 from gateway.schema.errors import ErrorFormatting, GatewayErrorHandler
+from gateway.schema.limits import (
+    DocumentMeasure,
+    QueryLimits,
+    QueryLimitsRule,
+    limits_rule,
+    request_errors,
+)
 from gateway.schema.operations import Mutation, Query
 from gateway.settings import (
+    DEFAULT_COMPILE_THRESHOLD,
+    DEFAULT_MAX_ACCOUNTS_PER_REQUEST,
     DEFAULT_MAX_ALIASES,
+    DEFAULT_MAX_FIELDS,
+    DEFAULT_MAX_MERGE_PAIRS,
+    DEFAULT_MAX_QUERY_COST,
     DEFAULT_MAX_QUERY_DEPTH,
     DEFAULT_MAX_TOKENS,
+    DEFAULT_PLAN_CACHE_SIZE,
     Settings,
 )
 
@@ -44,7 +56,10 @@ class GatewaySchema(strawberry.Schema):
 
     Expected failures are part of the result and client errors are the client's; every
     unexpected exception is logged at ERROR, with its traceback, by `ErrorFormatting`.
+    `plans` holds the compiled plans of its hot operations (None: compiled execution is off).
     """
+
+    plans: PlanCache | None = None
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -55,14 +70,22 @@ class GatewaySchema(strawberry.Schema):
 
 def build_schema(
     settings: Settings | None = None, *, more: Iterable[Callable[[], SchemaExtension]] = ()
-) -> strawberry.Schema:
+) -> GatewaySchema:
     """The gateway's schema with its query limits, caches and error handling, plus `more`
     extensions (the app's tracing).
 
     Without `settings` (`export-schema`, schema tests): the default limits, introspection on.
     """
-    max_depth = settings.max_query_depth if settings else DEFAULT_MAX_QUERY_DEPTH
-    max_aliases = settings.max_aliases if settings else DEFAULT_MAX_ALIASES
+    limits = QueryLimits(
+        max_depth=settings.max_query_depth if settings else DEFAULT_MAX_QUERY_DEPTH,
+        max_aliases=settings.max_aliases if settings else DEFAULT_MAX_ALIASES,
+        max_accounts=(
+            settings.max_accounts_per_request if settings else DEFAULT_MAX_ACCOUNTS_PER_REQUEST
+        ),
+        max_fields=settings.max_fields if settings else DEFAULT_MAX_FIELDS,
+        max_merge_pairs=settings.max_merge_pairs if settings else DEFAULT_MAX_MERGE_PAIRS,
+        max_cost=settings.max_query_cost if settings else DEFAULT_MAX_QUERY_COST,
+    )
     max_tokens = settings.max_tokens if settings else DEFAULT_MAX_TOKENS
     # Factories, as Strawberry asks: a fresh extension per operation; the parser and validation
     # caches live at module level, shared by every operation.
@@ -70,18 +93,30 @@ def build_schema(
         ErrorFormatting,
         partial(ReportingParserCache, maxsize=DOCUMENT_CACHE_SIZE),
         partial(TextKeyedValidationCache, maxsize=DOCUMENT_CACHE_SIZE),
-        _validation_limits(max_depth=max_depth, max_aliases=max_aliases),
+        # Made once here, for every operation: ValidationCache keys its entries by rule classes.
+        partial(AddValidationRules, [limits_rule(limits)]),
         partial(MaxTokensLimiter, max_token_count=max_tokens),
     ]
     if settings is not None and not settings.introspection:
         extensions.append(DisableIntrospection)
     extensions.extend(more)
-    return GatewaySchema(
+    # Compiled plans for hot operations (gateway/execution/), unless switched off; an operation
+    # run with resolver middleware (tracing's spans) keeps Strawberry's executor.
+    plans = None
+    if settings is None or settings.compiled_execution:
+        plans = PlanCache(
+            threshold=settings.compile_threshold if settings else DEFAULT_COMPILE_THRESHOLD,
+            max_entries=settings.plan_cache_size if settings else DEFAULT_PLAN_CACHE_SIZE,
+        )
+    schema = GatewaySchema(
         query=Query,
         mutation=Mutation,
         exception_handlers=[GatewayErrorHandler()],
         extensions=extensions,
+        execution_context_class=planned_executor(plans) if plans is not None else None,
     )
+    schema.plans = plans
+    return schema
 
 
 class ReportingParserCache(ParserCache):
@@ -105,21 +140,21 @@ class ReportingParserCache(ParserCache):
 
 
 class TextKeyedValidationCache(ValidationCache):
-    """ValidationCache keyed by the operation's text instead of its syntax tree.
+    """ValidationCache keyed by the operation's text instead of its syntax tree, checking the
+    query limits first and the operation's cost with each request's variables.
 
     Strawberry's cache is an lru_cache over the DocumentNode, and graphql-core hashes a node by
     walking its whole tree: every lookup of a cached document paid a deep hash, 25-30 us for the
     benchmark's documents, 2% of a one-account query (BENCHMARKS.md). The text names the same
     document (the parser is deterministic, and ParserCache keys by it too), so it keys the same
     results. Entries are shared by every operation of the process, least recently used first out
-    beyond `maxsize`.
+    beyond `maxsize`. An entry keeps the document's measure (gateway/schema/limits.py), so that a
+    request only puts its variables into the cost.
     """
 
-    # (schema id, text, rules) -> (the schema, its errors): the entry holds the schema, so that
-    # its id cannot name another schema while the entry is kept.
-    _entries: ClassVar[
-        OrderedDict[tuple[int, str, tuple[object, ...]], tuple[GraphQLSchema, list[GraphQLError]]]
-    ] = OrderedDict()
+    # (schema id, text, rules) -> (the schema, its errors, its limits and measure): the entry holds
+    # the schema, so that its id cannot name another schema while the entry is kept.
+    _entries: ClassVar[OrderedDict[tuple[int, str, tuple[object, ...]], _Entry]] = OrderedDict()
 
     def __init__(self, maxsize: int) -> None:
         super().__init__(maxsize=maxsize)
@@ -128,36 +163,54 @@ class TextKeyedValidationCache(ValidationCache):
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         document = context.graphql_document
-        if context.query is None or document is None:
+        if document is None:
             yield from super().on_validate()
             return
         schema = context.schema._schema
         rules = tuple(context.validation_rules)
-        key = (id(schema), context.query, rules)
-        entries = self._entries
-        entry = entries.get(key)
-        if entry is None or entry[0] is not schema:
-            entry = entries[key] = (schema, validate_document(schema, document, rules))
-            while len(entries) > self.maxsize:
-                entries.popitem(last=False)
+        if context.query is None:
+            entry = (schema, *_validate(schema, document, rules))
         else:
-            entries.move_to_end(key)
-        context.pre_execution_errors = entry[1]
+            key = (id(schema), context.query, rules)
+            entries = self._entries
+            cached = entries.get(key)
+            if cached is None or cached[0] is not schema:
+                entry = entries[key] = (schema, *_validate(schema, document, rules))
+                while len(entries) > self.maxsize:
+                    entries.popitem(last=False)
+            else:
+                entry = cached
+                entries.move_to_end(key)
+        _, errors, checked = entry
+        if not errors and checked is not None:
+            # The one part that depends on the request: its variables' list lengths.
+            limits, measure = checked
+            errors = request_errors(measure, limits, context.operation_name, context.variables)
+        context.pre_execution_errors = errors
         yield
 
 
-def _validation_limits(*, max_depth: int, max_aliases: int) -> Callable[[], SchemaExtension]:
-    """QueryDepthLimiter and MaxAliasesLimiter, as one factory that reuses their rules.
+_Checked = tuple[QueryLimits, DocumentMeasure]
+_Entry = tuple[GraphQLSchema, list[GraphQLError], _Checked | None]
 
-    Each instance of those extensions makes new validation rule classes, and ValidationCache keys
-    its entries by the rule classes: instances made per operation would never hit the cache. The
-    rules are made once here, for every operation.
-    """
-    rules = [
-        *QueryDepthLimiter(max_depth=max_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=max_aliases).validation_rules,
-    ]
-    return partial(AddValidationRules, rules)
+
+def _validate(
+    schema: GraphQLSchema, document: DocumentNode, rules: tuple[type[ASTValidationRule], ...]
+) -> tuple[list[GraphQLError], _Checked | None]:
+    """The document's errors, the query limits checked first, in linear time; graphql-core's
+    rules (some quadratic in the fields of a selection set, OverlappingFieldsCanBeMergedRule)
+    run only on a document within them. With the limits, their measure for the cost check."""
+    checked: _Checked | None = None
+    others: list[type[ASTValidationRule]] = []
+    for rule in rules:
+        if issubclass(rule, QueryLimitsRule):
+            errors, measure = rule.check(schema, document)
+            if errors:
+                return errors, None
+            checked = (rule.limits, measure)
+        else:
+            others.append(rule)
+    return validate_document(schema, document, tuple(others)), checked
 
 
 def schema_sdl(schema: strawberry.Schema | None = None) -> str:
