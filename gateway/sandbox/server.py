@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -73,7 +74,9 @@ async def _serving(app: Starlette, host: str, port: int) -> AsyncIterator[str]:
                     raise RuntimeError("sandbox server exited during startup")
                 await asyncio.sleep(0.01)
         real_host, real_port = sock.getsockname()[:2]
-        yield f"http://{_url_host(real_host)}:{real_port}"
+        # A host name stays a name ("localhost"): clients treat a name and its address apart
+        # (cookies, for one, are kept for names only).
+        yield f"http://{_url_host(real_host if _is_address(host) else host)}:{real_port}"
     finally:
         server.should_exit = True
         try:
@@ -96,6 +99,14 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _url_host(host: str) -> str:

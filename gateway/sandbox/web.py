@@ -93,8 +93,34 @@ class SandboxApp(Starlette):
         self.sandbox_state = state
 
     def build_middleware_stack(self) -> ASGIApp:
-        stack = super().build_middleware_stack()
+        stack = _SettingCookies(super().build_middleware_stack())
         return SandboxMiddleware(stack, provider=self.provider, state=self.sandbox_state)
+
+
+# Every answer (but an injected fault's) sets a cookie, as the CDN in front of a real API may: a
+# client that kept cookies would send it back, and the recorded calls would show it.
+EDGE_COOKIE = "sandbox_edge"
+
+
+class _SettingCookies:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def setting_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                cookie = f"{EDGE_COOKIE}={random_hex()}; Path=/; HttpOnly".encode("latin-1")
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", ()), (b"set-cookie", cookie)],
+                }
+            await send(message)
+
+        await self.app(scope, receive, setting_cookie)
 
 
 def base_url(request: Request) -> str:

@@ -15,12 +15,17 @@ aiohttp error is mapped here, from the aiohttp error itself:
 
 aiohttp's own silent resend of a GET dropped on a kept-alive connection is turned off, so that
 every request sent is one `_base.py` decided on.
+
+No cookie is kept at any layer: a client serves every caller's credential, so a cookie an upstream
+(or its CDN) set in answer to one caller would otherwise go out with the next caller's requests.
+The aiohttp session has a `DummyCookieJar`, and the httpx client over it `no_cookies()`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.cookiejar import Cookie, CookieJar
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
@@ -33,6 +38,22 @@ from yarl import URL
 # servers (Node's among them) drop idle connections after 5 s, and a request sent on a connection
 # the server is closing fails.
 DEFAULT_KEEPALIVE_EXPIRY = 5.0
+
+
+class _NoCookieJar(CookieJar):
+    """A cookie jar that keeps nothing, so it never has a cookie to send."""
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        pass
+
+    def set_cookie_if_ok(self, cookie: Cookie, request: object) -> None:
+        pass
+
+
+def no_cookies() -> CookieJar:
+    """A jar for an `httpx.AsyncClient` (`cookies=`) that never keeps a cookie. (A jar, not an
+    `httpx.Cookies`: the client would copy that into a jar of its own.)"""
+    return _NoCookieJar()
 
 
 def _httpx_error(exc: aiohttp.ClientError) -> httpx.TransportError:
@@ -141,7 +162,14 @@ def upstream_transport(
             keepalive_timeout=keepalive_expiry,
             ssl=transport.ssl_context,
         )
-        session = aiohttp.ClientSession(connector=connector, trust_env=False, proxy=proxy)
+        session = aiohttp.ClientSession(
+            connector=connector,
+            trust_env=False,
+            proxy=proxy,
+            # aiohttp's default jar keeps what any answer sets (for a host name, not an IP) and
+            # sends it with every later request, whoever's credential that carries.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
         # aiohttp sends a GET again, unseen, when a kept-alive connection drops it: a retry
         # outside `_base.py`'s retry contract (its budget, its breaker, its counts). httpx's pool
         # does not; neither does this one. (A private attribute: tests/test_transport.py checks
