@@ -10,16 +10,20 @@ import pytest
 
 from gateway.checkout.idempotency import (
     Acquired,
+    CheckoutLimits,
     Conflict,
     MemoryIdempotencyStore,
     RememberedFailure,
     Replay,
+    Scope,
     checkout_scope,
 )
 from gateway.checkout.start import checkout_was_refused
 from gateway.context import caller_digest
 from gateway.errors import (
     BillingSuspended,
+    CheckoutLimit,
+    CheckoutLimitReached,
     UpstreamBadResponse,
     UpstreamCircuitOpen,
     UpstreamError,
@@ -265,7 +269,8 @@ SUSPENDED = {"success": False, "error": "billing_suspended", "message": "Billing
         (Fault(status=403, body=SUSPENDED), "BILLING_SUSPENDED"),
         (Fault(status=400, body={"success": False, "error": "bad_request"}), "UPSTREAM_REJECTED"),
         (Fault(status=409, body={"success": False, "error": "conflict"}), "UPSTREAM_REJECTED"),
-        (Fault(status=429, headers={"Retry-After": "1"}), "RATE_LIMITED"),
+        # Retry-After 0: a longer wait throttles the credential, and the retry would not be sent.
+        (Fault(status=429, headers={"Retry-After": "0"}), "RATE_LIMITED"),
         (Fault(status=401, body={"success": False, "error": "unauthorized"}), "UNAUTHENTICATED"),
     ],
     ids=["403-billing-suspended", "400", "409", "429", "401"],
@@ -442,7 +447,8 @@ async def test_a_concurrent_call_waiting_on_an_unknown_outcome_gets_the_same_err
 async def test_a_concurrent_call_waiting_on_a_refused_checkout_tries_again_itself(
     gateway: Gateway, state: SandboxState
 ) -> None:
-    state.add_fault("autoposting", Fault(delay=0.2, status=429), method="POST", times=1)
+    refused = Fault(delay=0.2, status=429, headers={"Retry-After": "0"})  # throttles nothing
+    state.add_fault("autoposting", refused, method="POST", times=1)
 
     first, second = await asyncio.gather(
         start(gateway, **AUTOPOSTING, idempotencyKey=KEY),
@@ -513,8 +519,8 @@ def test_a_scope_holds_digests_of_the_credential_and_caller_never_their_values()
     caller = caller_digest(f"Bearer {TEST_API_KEY}")
     scope = checkout_scope(Provider.AUTOPOSTING, credential, caller)
 
-    assert AUTOPOSTING_PRO_KEY not in scope
-    assert TEST_API_KEY not in scope
+    assert AUTOPOSTING_PRO_KEY not in str(scope)
+    assert TEST_API_KEY not in str(scope)
     assert (
         len(
             {
@@ -542,6 +548,7 @@ def test_the_caller_digest_reads_the_bearer_token(header: str, same_as_bearer_ke
 # --- the in-memory store -----------------------------------------------------------------------
 
 SESSION = CheckoutSession(Provider.AUTOPOSTING, None, "plan_pro", "https://pay/x", "cs_1", raw={})
+SCOPE = Scope(Provider.AUTOPOSTING, "0" * 64, "c" * 64)
 
 
 @pytest.fixture
@@ -551,11 +558,11 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def store(clock: FakeClock) -> MemoryIdempotencyStore:
-    return MemoryIdempotencyStore(60, clock=clock, max_entries=3)
+    return MemoryIdempotencyStore(60, clock=clock, limits=CheckoutLimits(max_keys=3))
 
 
 async def acquire(store: MemoryIdempotencyStore, key: str, fingerprint: str = "f") -> str:
-    reservation = await store.reserve("scope", key, fingerprint)
+    reservation = await store.reserve(SCOPE, key, fingerprint)
     assert isinstance(reservation, Acquired)
     return reservation.token
 
@@ -564,7 +571,7 @@ async def test_the_store_purges_expired_entries_so_memory_stays_bounded(
     store: MemoryIdempotencyStore, clock: FakeClock
 ) -> None:
     for key in ("a", "b"):
-        await store.complete("scope", key, await acquire(store, key), SESSION)
+        await store.complete(SCOPE, key, await acquire(store, key), SESSION)
     assert store.size == 2
 
     clock.now += 61
@@ -573,38 +580,59 @@ async def test_the_store_purges_expired_entries_so_memory_stays_bounded(
     assert store.size == 1  # "a" and "b" are gone; "c" is in flight
 
 
-async def test_the_store_keeps_at_most_max_entries_finished_keys_dropping_the_oldest(
-    store: MemoryIdempotencyStore,
+async def test_a_full_store_refuses_a_new_key_and_keeps_every_live_one(
+    store: MemoryIdempotencyStore, clock: FakeClock
 ) -> None:
-    for key in ("a", "b", "c", "d", "e"):
-        await store.complete("scope", key, await acquire(store, key), SESSION)
+    for key in ("a", "b", "c"):
+        await store.complete(SCOPE, key, await acquire(store, key), SESSION)
+        clock.now += 10
 
+    with pytest.raises(CheckoutLimitReached) as refused:
+        await store.reserve(SCOPE, "d", "f")
+
+    assert refused.value.limit is CheckoutLimit.KEY_CAPACITY
+    assert refused.value.retry_after == 30  # when "a", reserved 30 s ago with a TTL of 60, expires
     assert store.size == 3
-    assert isinstance(await store.reserve("scope", "a", "f"), Acquired)
-    assert await store.reserve("scope", "e", "f") == Replay(SESSION)
+    for key in ("a", "b", "c"):
+        assert await store.reserve(SCOPE, key, "f") == Replay(SESSION)
+
+
+async def test_a_full_store_reclaims_expired_keys_before_refusing_a_new_one(
+    store: MemoryIdempotencyStore, clock: FakeClock
+) -> None:
+    for key in ("a", "b", "c"):
+        await store.complete(SCOPE, key, await acquire(store, key), SESSION)
+        clock.now += 10
+
+    clock.now += 31  # "a" has expired; "b" and "c" are live
+
+    assert isinstance(await store.reserve(SCOPE, "a", "other input"), Acquired)
+    assert await store.reserve(SCOPE, "b", "f") == Replay(SESSION)
+    with pytest.raises(CheckoutLimitReached):
+        await store.reserve(SCOPE, "d", "f")
 
 
 async def test_the_store_refuses_other_input_while_in_flight_and_after(
     store: MemoryIdempotencyStore,
 ) -> None:
     token = await acquire(store, "k", "first")
-    assert await store.reserve("scope", "k", "second") == Conflict()
+    assert await store.reserve(SCOPE, "k", "second") == Conflict()
 
-    await store.complete("scope", "k", token, SESSION)
+    await store.complete(SCOPE, "k", token, SESSION)
 
-    assert await store.reserve("scope", "k", "second") == Conflict()
-    assert await store.reserve("scope", "k", "first") == Replay(SESSION)
+    assert await store.reserve(SCOPE, "k", "second") == Conflict()
+    assert await store.reserve(SCOPE, "k", "first") == Replay(SESSION)
 
 
 async def test_a_waiter_on_a_released_key_reserves_it_for_itself(
     store: MemoryIdempotencyStore,
 ) -> None:
     token = await acquire(store, "k")
-    waiter = asyncio.create_task(store.reserve("scope", "k", "f"))
+    waiter = asyncio.create_task(store.reserve(SCOPE, "k", "f"))
     await asyncio.sleep(0)
     assert not waiter.done()
 
-    await store.release("scope", "k", token)
+    await store.release(SCOPE, "k", token)
 
     assert isinstance(await waiter, Acquired)
 
@@ -614,10 +642,10 @@ async def test_a_waiter_gets_a_remembered_failure_as_a_fresh_error_each_time(
 ) -> None:
     failure = RememberedFailure(UpstreamTimeout, "lost", Provider.AUTOPOSTING)
     token = await acquire(store, "k")
-    waiter = asyncio.create_task(store.reserve("scope", "k", "f"))
+    waiter = asyncio.create_task(store.reserve(SCOPE, "k", "f"))
     await asyncio.sleep(0)
 
-    await store.complete("scope", "k", token, failure)
+    await store.complete(SCOPE, "k", token, failure)
     replay = await waiter
 
     assert replay == Replay(failure)
@@ -633,17 +661,41 @@ async def test_a_stale_token_neither_completes_nor_releases_another_reservation(
 ) -> None:
     token = await acquire(store, "k")
 
-    await store.complete("scope", "k", "not-the-token", SESSION)
-    await store.release("scope", "k", "not-the-token")
-    waiter = asyncio.create_task(store.reserve("scope", "k", "f"))
+    await store.complete(SCOPE, "k", "not-the-token", SESSION)
+    await store.release(SCOPE, "k", "not-the-token")
+    waiter = asyncio.create_task(store.reserve(SCOPE, "k", "f"))
     await asyncio.sleep(0)
 
     assert not waiter.done()
-    await store.complete("scope", "k", token, SESSION)
+    await store.complete(SCOPE, "k", token, SESSION)
     assert await waiter == Replay(SESSION)
 
 
-@pytest.mark.parametrize(("ttl", "max_entries"), [(0, 10), (-1, 10), (60, 0)])
-def test_the_store_refuses_a_ttl_or_cap_that_cannot_work(ttl: float, max_entries: int) -> None:
+async def test_a_key_in_flight_past_its_expiry_is_kept_until_it_ends_then_forgotten(
+    store: MemoryIdempotencyStore, clock: FakeClock
+) -> None:
+    token = await acquire(store, "slow")
+    clock.now += 61
+    await acquire(store, "other")  # reclaims what has expired: not a key in flight
+    waiter = asyncio.create_task(store.reserve(SCOPE, "slow", "f"))
+    await asyncio.sleep(0)
+    assert not waiter.done()
+
+    await store.complete(SCOPE, "slow", token, SESSION)
+
+    assert await waiter == Replay(SESSION)
+    assert store.size == 1  # completed past its expiry: forgotten at once; "other" is live
+
+
+@pytest.mark.parametrize("ttl", [0, -1])
+def test_the_store_refuses_a_ttl_that_cannot_work(ttl: float) -> None:
     with pytest.raises(ValueError, match="ttl must be positive"):
-        MemoryIdempotencyStore(ttl, max_entries=max_entries)
+        MemoryIdempotencyStore(ttl)
+
+
+@pytest.mark.parametrize(
+    "limit", ["max_keys", "keys_per_caller", "keys_per_credential", "rate_per_minute", "burst"]
+)
+def test_checkout_limits_refuse_a_quota_or_rate_below_one(limit: str) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        CheckoutLimits(**{limit: 0})

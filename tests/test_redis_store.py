@@ -4,6 +4,7 @@ sharing one Redis in front of one sandbox (what several replicas of the gateway 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,9 +20,11 @@ from gateway.checkout.idempotency import (
     Conflict,
     RememberedFailure,
     Replay,
+    Scope,
 )
 from gateway.checkout.redis_store import (
     KEY_PREFIX,
+    LIVE_PREFIX,
     IdempotencyUnavailable,
     RedisIdempotencyStore,
     open_redis,
@@ -34,7 +37,10 @@ from gateway.settings import ConfigurationError, load_settings
 from tests.redis_server import RedisServer
 from tests.servers import ServerThread
 
-SCOPE = "checkout:autoposting:" + "0" * 64 + ":-"
+# /readyz names its checks only to a caller with a gateway key.
+DEMO_KEY = {"authorization": f"Bearer {DEMO_API_KEY}"}
+
+SCOPE = Scope(Provider.AUTOPOSTING, "0" * 64)
 SESSION = CheckoutSession(
     Provider.AUTOPOSTING, None, "plan_pro", "https://pay/x", "cs_1", raw={"id": "cs_1", "n": [1]}
 )
@@ -253,13 +259,24 @@ async def test_keys_are_namespaced_and_hold_no_more_than_digests_and_the_outcome
 ) -> None:
     await store.complete(SCOPE, "order 42", await acquire(store, "order 42"), SESSION)
 
+    name = f"{KEY_PREFIX}{SCOPE}:order 42"
+    live = [
+        f"{LIVE_PREFIX}caller:-",
+        f"{LIVE_PREFIX}credential:autoposting:{'0' * 64}",
+        f"{LIVE_PREFIX}all",
+    ]
     keys = await client.keys("*")
-    held = await client.hgetall(keys[0])
-    ttl = await client.pttl(keys[0])
+    held = await client.hgetall(name)
+    ttl = await client.pttl(name)
 
-    assert keys == [f"{KEY_PREFIX}{SCOPE}:order 42".encode()]
+    assert sorted(keys) == sorted(k.encode() for k in [name, *live])
     assert set(held) == {b"fingerprint", b"token", b"lease", b"outcome"}
     assert 59_000 < ttl <= 60_000
+    for counted in live:  # each live set: the SHA-1 of the key's name, scored by its expiry
+        [(member, expires)] = await client.zrange(counted, 0, -1, withscores=True)
+        assert member == hashlib.sha1(name.encode()).hexdigest().encode()
+        assert 59_000 < await client.pttl(counted) <= 60_000
+        assert expires > 0
 
 
 async def test_a_redis_that_cannot_be_reached_makes_reserve_a_retryable_error_at_once() -> None:
@@ -429,7 +446,7 @@ def test_the_same_key_with_other_input_on_the_other_replica_is_a_conflict(
 
 
 def test_replicas_report_redis_in_readiness(replicas: tuple[str, str], state: SandboxState) -> None:
-    response = httpx.get(f"{replicas[0]}/readyz", timeout=10)
+    response = httpx.get(f"{replicas[0]}/readyz", headers=DEMO_KEY, timeout=10)
 
     assert response.status_code == 200, response.text
     assert response.json()["checks"]["redis"]["status"] == "up"
@@ -444,7 +461,7 @@ def test_with_redis_down_a_checkout_is_a_retryable_error_and_nothing_is_sent_ups
     try:
         errors = [start(replica) for replica in replicas]
         sent = state.count() - calls
-        ready = httpx.get(f"{replicas[1]}/readyz", timeout=10)
+        ready = httpx.get(f"{replicas[1]}/readyz", headers=DEMO_KEY, timeout=10)
     finally:
         redis_server.start()
 

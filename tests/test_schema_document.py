@@ -16,9 +16,16 @@ from graphql import (
 
 import gateway.errors
 from gateway.__main__ import main
-from gateway.errors import GatewayError
+from gateway.errors import CheckoutLimit, CheckoutLimitReached, GatewayError
 from gateway.schema import build_schema, schema_sdl
-from gateway.schema.errors import ERROR_TYPES, ErrorType, to_graphql_error
+from gateway.schema.errors import (
+    CHECKOUT_ERROR_TYPES,
+    ERROR_TYPES,
+    CheckoutLimitError,
+    ErrorType,
+    to_checkout_error,
+    to_graphql_error,
+)
 from gateway.schema.operations import (
     BillingAccountResult,
     CheckoutPreviewResult,
@@ -94,11 +101,19 @@ def test_every_exception_class_maps_to_a_graphql_error_type(
     # Every leaf of the tree is expected; none is left to become an INTERNAL top-level error.
     from gateway.provider import Provider
 
-    exc = error_class("safe message", provider=Provider.ALMANAC)  # type: ignore[call-arg]
-
-    error = to_graphql_error(exc)
-
-    assert isinstance(error, ErrorType)
+    if issubclass(error_class, CheckoutLimitReached):  # a checkout's own: StartCheckoutPayload
+        exc: GatewayError = error_class(
+            "safe message",
+            limit=CheckoutLimit.CALLER_RATE,
+            retry_after=1,
+            provider=Provider.ALMANAC,
+        )
+        error: ErrorType | CheckoutLimitError = to_checkout_error(exc)
+        assert isinstance(error, CheckoutLimitError)
+    else:
+        exc = error_class("safe message", provider=Provider.ALMANAC)  # type: ignore[call-arg]
+        error = to_graphql_error(exc)
+        assert isinstance(error, ErrorType)
     assert error.code.value == exc.code.value
     assert error.message == "safe message"
 
@@ -111,3 +126,6 @@ def test_every_result_union_holds_every_graphql_error_type() -> None:
         graphql_union = schema.type_map[name]
         assert isinstance(graphql_union, GraphQLUnionType)
         assert error_types <= {member.name for member in graphql_union.types}, name
+    payload = schema.type_map["StartCheckoutPayload"]
+    assert isinstance(payload, GraphQLUnionType)
+    assert {typ.__name__ for _, typ in CHECKOUT_ERROR_TYPES} <= {t.name for t in payload.types}

@@ -185,7 +185,9 @@ def test_a_soak_with_faults_loses_and_duplicates_no_checkout_and_frees_its_memor
         environ = demo_environ(
             {"GATEWAY_API_KEYS": API_KEY, "GATEWAY_GET_RETRIES": "1",
              "GATEWAY_BREAKER_FAILURES": "8", "GATEWAY_BREAKER_RESET_SECONDS": "0.5",
-             "GATEWAY_ALMANAC_READ_TIMEOUT": "2", "GATEWAY_AUTOPOSTING_READ_TIMEOUT": "2"},
+             "GATEWAY_ALMANAC_READ_TIMEOUT": "2", "GATEWAY_AUTOPOSTING_READ_TIMEOUT": "2",
+             # One gateway key for every worker: a rate that lets the soak's checkouts through.
+             "GATEWAY_CHECKOUT_RATE_PER_MINUTE": "60000", "GATEWAY_CHECKOUT_BURST": "1000"},
             sandbox.almanac_url, sandbox.autoposting_url, "http://127.0.0.1",
         )  # fmt: skip
         settings = load_settings(environ)

@@ -1,20 +1,30 @@
 """Idempotency keys for `startCheckout`: one upstream checkout per key, however often it is sent.
 
 Neither provider honours idempotency keys, so the gateway keeps them itself. A key is held in a
-*scope*: the provider, a SHA-256 of the credential the checkout is made with and a digest of the
+`Scope`: the provider, a SHA-256 of the credential the checkout is made with and a digest of the
 caller's gateway key (`checkout_scope`), so two callers can neither see each other's sessions nor
 collide on a key. Under a key the store keeps a *fingerprint* of the checked input.
 
 Store contract (`IdempotencyStore`)
+- `admit(caller)` counts one `startCheckout` of the caller against its rate (`CheckoutLimits`),
+  or raises `CheckoutLimitReached` (CALLER_RATE) with the wait until it may go on.
 - `reserve(scope, key, fingerprint)` answers one of:
   `Acquired(token)`: the key is new (or expired, or released); the caller makes the one upstream
   call and must end with `complete` or `release`, passing `token`.
   `Replay(outcome)`: the key was used with the same fingerprint; `outcome` is what that call
   produced. While that call is still in flight, `reserve` waits for it.
   `Conflict()`: the key was used with another fingerprint, in flight or done; answered at once.
+  Or, for a new key only, it raises `CheckoutLimitReached` when a quota of live keys is full.
 - `complete(scope, key, token, outcome)` keeps the outcome until `ttl` after the key was reserved.
 - `release(scope, key, token)` forgets the key, as if it had never been sent; a call waiting in
   `reserve` then reserves it for itself.
+
+Quotas, not eviction: a live (unexpired) key is never dropped to make room, since dropping it would
+let its retry create a second checkout. Live keys are counted per caller (one gateway key; callers
+without a configured key count as one caller), per upstream credential and in all; expired keys are
+reclaimed first, and a new key that would pass a quota is refused with `CheckoutLimitReached`,
+retryable after the oldest key counted against that quota expires. Replays and conflicts are
+always answered: a full quota never stops a caller from getting its own session back.
 
 What is remembered (the decision)
 - A session: always, so the same key returns it without a second upstream call.
@@ -27,31 +37,37 @@ What is remembered (the decision)
   provider lists checkouts), so a retry with the same key gets the same typed error rather than
   risking a second checkout; its message says to retry with a new key after checking.
 
-`MemoryIdempotencyStore` serves one process. For several processes a shared store implements the
-same protocol, for example over Redis: `reserve` as `SET key {fingerprint, token} NX PX ttl`, a
-lease on the pending state with waiters polling (or subscribing) until an outcome is written;
-`complete` and `release` as compare-the-token scripts, so a late owner never overwrites another's
-reservation; outcomes serialized (`CheckoutSession` is plain data; `RememberedFailure` names its
-error class). An owner that died with its lease should be read as an unknown outcome, not a release.
+`MemoryIdempotencyStore` serves one process; `checkout.redis_store.RedisIdempotencyStore` keeps
+the same contract in a Redis shared by several processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from gateway.errors import UpstreamError
+from gateway.errors import CheckoutLimit, CheckoutLimitReached, UpstreamError
 from gateway.models import CheckoutSession
 from gateway.provider import Provider
-from gateway.settings import Credential
+from gateway.settings import (
+    DEFAULT_CHECKOUT_BURST,
+    DEFAULT_CHECKOUT_RATE_PER_MINUTE,
+    DEFAULT_IDEMPOTENCY_KEYS_PER_CALLER,
+    DEFAULT_IDEMPOTENCY_KEYS_PER_CREDENTIAL,
+    DEFAULT_IDEMPOTENCY_MAX_KEYS,
+    Credential,
+    Settings,
+)
 
-DEFAULT_MAX_ENTRIES = 10_000
+# The rate limiter forgets callers whose bucket is full again once it holds more than this many.
+RATE_SWEEP_AT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,18 +126,124 @@ class Conflict:
 Reservation = Acquired | Replay | Conflict
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where checkout keys live: one per provider, credential and caller (digests, never secrets).
+
+    `caller` is a digest of the caller's gateway key, None for a caller without one. `str(scope)`
+    is its name in a shared store.
+    """
+
+    provider: Provider
+    credential: str
+    caller: str | None = None
+
+    def __str__(self) -> str:
+        return f"checkout:{self.provider.value}:{self.credential}:{self.caller or '-'}"
+
+    @property
+    def caller_owner(self) -> str:
+        """The name live keys are counted under for the caller's quota."""
+        return f"caller:{self.caller or '-'}"
+
+    @property
+    def credential_owner(self) -> str:
+        """The name live keys are counted under for the credential's quota."""
+        return f"credential:{self.provider.value}:{self.credential}"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutLimits:
+    """The quotas of live idempotency keys and the rate of `startCheckout` per caller."""
+
+    max_keys: int = DEFAULT_IDEMPOTENCY_MAX_KEYS
+    keys_per_caller: int = DEFAULT_IDEMPOTENCY_KEYS_PER_CALLER
+    keys_per_credential: int = DEFAULT_IDEMPOTENCY_KEYS_PER_CREDENTIAL
+    rate_per_minute: int = DEFAULT_CHECKOUT_RATE_PER_MINUTE
+    burst: int = DEFAULT_CHECKOUT_BURST
+
+    def __post_init__(self) -> None:
+        if (
+            min(
+                self.max_keys,
+                self.keys_per_caller,
+                self.keys_per_credential,
+                self.rate_per_minute,
+                self.burst,
+            )
+            < 1
+        ):
+            raise ValueError("every checkout limit must be at least 1")
+
+    @classmethod
+    def of(cls, settings: Settings) -> CheckoutLimits:
+        """The limits `settings` configure."""
+        return cls(
+            max_keys=settings.idempotency_max_keys,
+            keys_per_caller=settings.idempotency_keys_per_caller,
+            keys_per_credential=settings.idempotency_keys_per_credential,
+            rate_per_minute=settings.checkout_rate_per_minute,
+            burst=settings.checkout_burst,
+        )
+
+    def most(self, limit: CheckoutLimit) -> int:
+        """The size of a quota (for the rate: the burst)."""
+        return {
+            CheckoutLimit.CALLER_RATE: self.burst,
+            CheckoutLimit.CALLER_KEYS: self.keys_per_caller,
+            CheckoutLimit.CREDENTIAL_KEYS: self.keys_per_credential,
+            CheckoutLimit.KEY_CAPACITY: self.max_keys,
+        }[limit]
+
+
+def limit_reached(
+    limit: CheckoutLimit,
+    limits: CheckoutLimits,
+    *,
+    retry_after: float,
+    caller: str | None,
+    provider: Provider | None = None,
+) -> CheckoutLimitReached:
+    """The refusal of a checkout by `limit`, retryable after `retry_after` seconds."""
+    wait = max(0.001, math.ceil(retry_after * 1000) / 1000)
+    whose = "This gateway key" if caller else "Callers without a gateway key (together)"
+    if limit is CheckoutLimit.CALLER_RATE:
+        what = (
+            f"{whose} may start {limits.rate_per_minute} checkouts a minute, {limits.burst} at once"
+        )
+    elif limit is CheckoutLimit.CALLER_KEYS:
+        what = f"{whose} already holds {limits.keys_per_caller} live idempotency keys, its quota"
+    elif limit is CheckoutLimit.CREDENTIAL_KEYS:
+        what = (
+            f"This credential already holds {limits.keys_per_credential} live idempotency keys, "
+            "its quota"
+        )
+    else:
+        what = f"The gateway already holds {limits.max_keys} live idempotency keys, its capacity"
+    return CheckoutLimitReached(
+        f"{what}: the checkout was not sent. Retry in {math.ceil(wait)} s.",
+        limit=limit,
+        retry_after=wait,
+        provider=provider,
+    )
+
+
 class IdempotencyStore(Protocol):
     """Where idempotency keys are kept; see the module docstring for the contract."""
 
-    async def reserve(self, scope: str, key: str, fingerprint: str) -> Reservation:
+    async def admit(self, caller: str | None) -> None:
+        """Count one checkout of `caller` against its rate, or raise `CheckoutLimitReached`."""
+        ...
+
+    async def reserve(self, scope: Scope, key: str, fingerprint: str) -> Reservation:
         """Reserve `key` in `scope`, or give what it holds (waiting while it is in flight)."""
         ...
 
-    async def complete(self, scope: str, key: str, token: str, outcome: Outcome) -> None:
+    async def complete(self, scope: Scope, key: str, token: str, outcome: Outcome) -> None:
         """Keep `outcome` under the key reserved with `token`, until it expires."""
         ...
 
-    async def release(self, scope: str, key: str, token: str) -> None:
+    async def release(self, scope: Scope, key: str, token: str) -> None:
         """Forget the key reserved with `token`, so that it may be used again."""
         ...
 
@@ -131,20 +253,51 @@ def digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
-def checkout_scope(provider: Provider, credential: Credential, caller: str | None) -> str:
+def checkout_scope(provider: Provider, credential: Credential, caller: str | None) -> Scope:
     """The scope of checkout keys: one per provider, credential and caller (never raw secrets).
 
     `caller` is a digest of the caller's gateway key, if one was presented: callers who share the
     configured service credential still get scopes of their own.
     """
-    return f"checkout:{provider.value}:{digest(credential.reveal())}:{caller or '-'}"
+    return Scope(provider, digest(credential.reveal()), caller)
+
+
+class CheckoutRate:
+    """`startCheckout` calls per caller: `per_minute` on average, up to `burst` at once.
+
+    The generic cell rate algorithm: one "due" time per caller, which each admitted call moves one
+    interval on; a call is refused while the due time is more than `burst` intervals ahead. A
+    caller whose due time has passed holds a full burst and is forgotten.
+    """
+
+    def __init__(
+        self, per_minute: int, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.interval = 60.0 / per_minute
+        self.tolerance = self.interval * burst
+        self._clock = clock
+        self._due: dict[str, float] = {}
+        self._sweep_at = RATE_SWEEP_AT
+
+    def take(self, caller: str | None) -> float | None:
+        """None if `caller` may start a checkout now (and counts it), else seconds to wait."""
+        now = self._clock()
+        owner = caller or "-"
+        due = max(self._due.get(owner, now), now) + self.interval
+        if due - now > self.tolerance:
+            return due - self.tolerance - now
+        self._due[owner] = due
+        if len(self._due) > self._sweep_at:
+            self._due = {name: at for name, at in self._due.items() if at > now}
+            self._sweep_at = max(RATE_SWEEP_AT, 2 * len(self._due))
+        return None
 
 
 @dataclass(slots=True)
 class _Pending:
     fingerprint: str
     token: str
-    created: float
+    expires: float
     done: asyncio.Event = field(default_factory=asyncio.Event)
     outcome: Outcome | None = None
 
@@ -156,13 +309,18 @@ class _Finished:
     outcome: Outcome
 
 
+_Slot = tuple[Scope, str]
+
+
 class MemoryIdempotencyStore:
     """An `IdempotencyStore` in this process's memory.
 
-    A finished entry expires `ttl` seconds after its key was reserved. Expired entries are purged
-    on every `reserve`, oldest first, and at most `max_entries` finished entries are kept (the
-    oldest give way). Keys in flight are never dropped: each belongs to a running request, which
-    completes or releases it, so their number is bounded by the requests in flight.
+    A key expires `ttl` seconds after it was reserved, in flight or finished. Live keys are kept
+    in the order they were reserved, which is the order they expire in: reclaiming expired keys
+    (on every `reserve`) pops them from the front, and the oldest key of a quota says when it will
+    have room. A key in flight past its expiry is kept until its request completes or releases it
+    (their number is bounded by the requests in flight); a key completed past its expiry is
+    forgotten at once.
     """
 
     def __init__(
@@ -170,78 +328,125 @@ class MemoryIdempotencyStore:
         ttl: float,
         clock: Callable[[], float] = time.monotonic,
         *,
-        max_entries: int = DEFAULT_MAX_ENTRIES,
+        limits: CheckoutLimits | None = None,
     ) -> None:
-        if ttl <= 0 or max_entries < 1:
-            raise ValueError("ttl must be positive and max_entries at least 1")
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
         self.ttl = ttl
-        self.max_entries = max_entries
+        self.limits = limits or CheckoutLimits()
         self._clock = clock
-        self._pending: dict[tuple[str, str], _Pending] = {}
-        # In order of completion, which is creation order give or take one upstream call.
-        self._finished: OrderedDict[tuple[str, str], _Finished] = OrderedDict()
+        self._rate = CheckoutRate(self.limits.rate_per_minute, self.limits.burst, clock)
+        # Every live key, in flight or finished, in the order reserved (= the order of expiry).
+        self._live: OrderedDict[_Slot, _Pending | _Finished] = OrderedDict()
+        # The live keys of each quota owner (`Scope.caller_owner`, `Scope.credential_owner`).
+        self._owned: dict[str, OrderedDict[_Slot, None]] = {}
 
     @property
     def size(self) -> int:
-        """The number of keys held, in flight or finished (expired ones may linger until purged).
+        """The number of live keys, in flight or finished (expired ones linger until reclaimed).
 
         A property, not `__len__`: an empty store must not be falsy (`store or default()`).
         """
-        return len(self._pending) + len(self._finished)
+        return len(self._live)
 
-    async def reserve(self, scope: str, key: str, fingerprint: str) -> Reservation:
+    async def admit(self, caller: str | None) -> None:
+        wait = self._rate.take(caller)
+        if wait is not None:
+            raise limit_reached(
+                CheckoutLimit.CALLER_RATE, self.limits, retry_after=wait, caller=caller
+            )
+
+    async def reserve(self, scope: Scope, key: str, fingerprint: str) -> Reservation:
         slot = (scope, key)
         while True:
             now = self._clock()
-            self._purge(now)
-            pending = self._pending.get(slot)
-            if pending is not None:
-                if pending.fingerprint != fingerprint:
+            self._reclaim(now)
+            entry = self._live.get(slot)
+            if isinstance(entry, _Pending):
+                if entry.fingerprint != fingerprint:
                     return Conflict()
-                await pending.done.wait()
-                if pending.outcome is not None:
-                    return Replay(pending.outcome)
+                await entry.done.wait()
+                if entry.outcome is not None:
+                    return Replay(entry.outcome)
                 continue  # released: try to reserve it afresh
-            finished = self._finished.get(slot)
-            if finished is not None and finished.expires > now:
-                if finished.fingerprint != fingerprint:
+            if entry is not None and entry.expires > now:
+                if entry.fingerprint != fingerprint:
                     return Conflict()
-                return Replay(finished.outcome)
-            self._finished.pop(slot, None)
+                return Replay(entry.outcome)
+            if entry is not None:
+                self._forget(slot)
+            self._check_quotas(scope, now)
             token = uuid.uuid4().hex
-            self._pending[slot] = _Pending(fingerprint, token, created=now)
+            self._live[slot] = _Pending(fingerprint, token, expires=now + self.ttl)
+            for owner in (scope.caller_owner, scope.credential_owner):
+                self._owned.setdefault(owner, OrderedDict())[slot] = None
             return Acquired(token)
 
-    async def complete(self, scope: str, key: str, token: str, outcome: Outcome) -> None:
-        pending = self._take(scope, key, token)
+    async def complete(self, scope: Scope, key: str, token: str, outcome: Outcome) -> None:
+        slot = (scope, key)
+        pending = self._pending(slot, token)
         if pending is None:
             return
         pending.outcome = outcome
-        while len(self._finished) >= self.max_entries:
-            self._finished.popitem(last=False)
-        self._finished[(scope, key)] = _Finished(
-            pending.fingerprint, pending.created + self.ttl, outcome
-        )
+        if pending.expires > self._clock():
+            self._live[slot] = _Finished(pending.fingerprint, pending.expires, outcome)
+        else:
+            self._forget(slot)
         pending.done.set()
 
-    async def release(self, scope: str, key: str, token: str) -> None:
-        pending = self._take(scope, key, token)
+    async def release(self, scope: Scope, key: str, token: str) -> None:
+        slot = (scope, key)
+        pending = self._pending(slot, token)
         if pending is not None:
+            self._forget(slot)
             pending.done.set()
 
-    def _take(self, scope: str, key: str, token: str) -> _Pending | None:
-        pending = self._pending.get((scope, key))
-        if pending is None or pending.token != token:
-            return None
-        del self._pending[(scope, key)]
-        return pending
+    def _pending(self, slot: _Slot, token: str) -> _Pending | None:
+        entry = self._live.get(slot)
+        if isinstance(entry, _Pending) and entry.token == token:
+            return entry
+        return None
 
-    def _purge(self, now: float) -> None:
-        while self._finished:
-            slot, oldest = next(iter(self._finished.items()))
-            if oldest.expires > now:
-                return
-            del self._finished[slot]
+    def _forget(self, slot: _Slot) -> None:
+        del self._live[slot]
+        scope = slot[0]
+        for owner in (scope.caller_owner, scope.credential_owner):
+            owned = self._owned[owner]
+            del owned[slot]
+            if not owned:
+                del self._owned[owner]
+
+    def _reclaim(self, now: float) -> None:
+        """Forget the finished keys that have expired; keys in flight stay until they end."""
+        expired: list[_Slot] = []
+        for slot, entry in self._live.items():
+            if entry.expires > now:
+                break
+            if isinstance(entry, _Finished):
+                expired.append(slot)
+        for slot in expired:
+            self._forget(slot)
+
+    def _check_quotas(self, scope: Scope, now: float) -> None:
+        """Raise `CheckoutLimitReached` if one more live key would pass a quota of `scope`."""
+        quotas: tuple[tuple[CheckoutLimit, OrderedDict[_Slot, Any]], ...] = (
+            (CheckoutLimit.CALLER_KEYS, self._owned.get(scope.caller_owner, OrderedDict())),
+            (
+                CheckoutLimit.CREDENTIAL_KEYS,
+                self._owned.get(scope.credential_owner, OrderedDict()),
+            ),
+            (CheckoutLimit.KEY_CAPACITY, self._live),
+        )
+        for limit, held in quotas:
+            if len(held) >= self.limits.most(limit):
+                oldest = self._live[next(iter(held))]
+                raise limit_reached(
+                    limit,
+                    self.limits,
+                    retry_after=oldest.expires - now,
+                    caller=scope.caller,
+                    provider=scope.provider,
+                )
 
 
 class ObservedIdempotencyStore:
@@ -252,7 +457,10 @@ class ObservedIdempotencyStore:
         self.store = store
         self._on_reserve = on_reserve
 
-    async def reserve(self, scope: str, key: str, fingerprint: str) -> Reservation:
+    async def admit(self, caller: str | None) -> None:
+        await self.store.admit(caller)
+
+    async def reserve(self, scope: Scope, key: str, fingerprint: str) -> Reservation:
         reservation = await self.store.reserve(scope, key, fingerprint)
         if isinstance(reservation, Acquired):
             self._on_reserve("new")
@@ -262,15 +470,17 @@ class ObservedIdempotencyStore:
             self._on_reserve("conflict")
         return reservation
 
-    async def complete(self, scope: str, key: str, token: str, outcome: Outcome) -> None:
+    async def complete(self, scope: Scope, key: str, token: str, outcome: Outcome) -> None:
         await self.store.complete(scope, key, token, outcome)
 
-    async def release(self, scope: str, key: str, token: str) -> None:
+    async def release(self, scope: Scope, key: str, token: str) -> None:
         await self.store.release(scope, key, token)
 
 
 __all__ = [
     "Acquired",
+    "CheckoutLimits",
+    "CheckoutRate",
     "Conflict",
     "IdempotencyStore",
     "MemoryIdempotencyStore",
@@ -279,6 +489,8 @@ __all__ = [
     "RememberedFailure",
     "Replay",
     "Reservation",
+    "Scope",
     "checkout_scope",
     "digest",
+    "limit_reached",
 ]

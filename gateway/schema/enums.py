@@ -86,6 +86,11 @@ class ErrorCodeEnum(enum.Enum):
         "IDEMPOTENCY_CONFLICT",
         description="The idempotency key was used before with different input.",
     )
+    CHECKOUT_LIMITED = strawberry.enum_value(
+        "CHECKOUT_LIMITED",
+        description="A checkout limit of the gateway is full (see `CheckoutLimitError.limit`); "
+        "nothing was sent, retry after `retryAfterSeconds`.",
+    )
     UNAUTHENTICATED = strawberry.enum_value(
         "UNAUTHENTICATED",
         description="No credential for the provider, or the provider rejected it.",
@@ -125,4 +130,24 @@ class ErrorCodeEnum(enum.Enum):
     )
     INTERNAL = strawberry.enum_value(
         "INTERNAL", description="An unexpected failure in the gateway; details are in its log."
+    )
+
+
+@strawberry.enum(name="CheckoutLimit", description="Which limit of the gateway refused a checkout.")
+class CheckoutLimitEnum(enum.Enum):
+    CALLER_RATE = strawberry.enum_value(
+        "caller_rate",
+        description="The caller (its gateway key) started checkouts faster than its rate allows.",
+    )
+    CALLER_KEYS = strawberry.enum_value(
+        "caller_keys",
+        description="The caller (its gateway key) holds its quota of live idempotency keys.",
+    )
+    CREDENTIAL_KEYS = strawberry.enum_value(
+        "credential_keys",
+        description="The provider credential holds its quota of live idempotency keys.",
+    )
+    KEY_CAPACITY = strawberry.enum_value(
+        "key_capacity",
+        description="The gateway holds as many live idempotency keys as it may keep.",
     )
