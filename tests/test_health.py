@@ -1,4 +1,5 @@
-"""/healthz and /readyz: open, JSON, and readiness probing each upstream at most once per window."""
+"""/healthz and /readyz: open (readiness details need a key), JSON, and readiness probing each
+upstream at most once per window."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import pytest
 from gateway.http.health import CheckResult, Readiness
 from gateway.provider import Provider
 from gateway.sandbox import Fault, SandboxState
-from tests.support import make_settings
+from tests.support import TEST_API_KEY, make_settings
 from tests.test_http_edge import sandbox_transports, serve
+
+# /readyz names its checks only to a caller with a gateway key (tests/test_hostile_edge.py).
+KEY = {"authorization": f"Bearer {TEST_API_KEY}"}
 
 
 def _unreachable(request: httpx.Request) -> httpx.Response:
@@ -31,7 +35,7 @@ async def test_healthz_answers_ok_without_a_gateway_key_or_an_upstream_call(
 
 async def test_readyz_is_ready_when_both_upstreams_answer(state: SandboxState) -> None:
     async with serve(make_settings(), sandbox_transports(state)) as client:
-        response = await client.get("/readyz")
+        response = await client.get("/readyz", headers=KEY)
 
     assert response.status_code == 200
     body = response.json()
@@ -56,7 +60,7 @@ async def test_readyz_answers_503_naming_the_upstream_that_is_down(state: Sandbo
         Provider.ALMANAC: httpx.MockTransport(_unreachable),
     }
     async with serve(make_settings(), transports) as client:
-        response = await client.get("/readyz")
+        response = await client.get("/readyz", headers=KEY)
 
     assert response.status_code == 503
     body = response.json()
@@ -91,7 +95,7 @@ async def test_failing_probes_never_open_the_circuit_breaker(state: SandboxState
     transports = {**sandbox_transports(state), Provider.ALMANAC: httpx.MockTransport(_unreachable)}
     async with serve(settings, transports) as client:
         for _ in range(3):
-            response = await client.get("/readyz")
+            response = await client.get("/readyz", headers=KEY)
 
     assert response.status_code == 503
     assert response.json()["checks"]["almanac"]["circuit"] == "closed"

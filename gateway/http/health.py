@@ -1,11 +1,14 @@
-"""Liveness (`/healthz`) and readiness (`/readyz`), both open: no gateway key.
+"""Liveness (`/healthz`) and readiness (`/readyz`), both answered without a gateway key.
 
 `/healthz` answers 200 `{"status": "ok"}` while the process serves requests; it sends nothing
 upstream, so a slow or failing upstream never gets the gateway restarted.
 
-`/readyz` runs every readiness check at once and answers 200 `{"status": "ready", "checks": ...}`,
-or 503 `{"status": "not ready", ...}` when one fails. A result is kept `ready_cache_seconds`, and
-concurrent callers share one run, so a burst of probes sends at most one request per upstream.
+`/readyz` runs every readiness check at once and answers 200 `{"status": "ready"}`, or 503
+`{"status": "not ready"}` when one fails. Only a caller whose gateway key holds `metrics:read`
+(anyone, when the gateway has no keys) also gets `checks`: each check's state, circuit and latency,
+which would tell anyone else when an upstream is failing. A result is kept `ready_cache_seconds`,
+and concurrent callers share one run, so a burst of probes, keyed or not, sends at most one request
+per upstream.
 The upstream checks (`upstream_check`) send a credential-less GET through the upstream client (its
 pool, timeouts, request id and metrics), outside its circuit breaker and retry budget: probing
 neither opens nor closes the breaker, whose state each check reports beside its own answer.
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import UpstreamError
+from gateway.http.guard import ApiKeys
+from gateway.keys import GatewayKey, Permission
 from gateway.upstreams import UpstreamClient
 
 
@@ -110,12 +115,27 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def readyz(request: Request) -> Response:
-    """Readiness: 200 when every check passes, else 503; the body names each check's state."""
-    readiness: Readiness = request.state.readiness
-    ready, checks = await readiness.report()
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
-        status_code=200 if ready else 503,
-        headers={"cache-control": "no-store"},
-    )
+def readyz(api_keys: Collection[GatewayKey]) -> Callable[[Request], Awaitable[Response]]:
+    """The readiness endpoint: 200 when every check passes, else 503; the body names each check's
+    state only for a caller presenting one of `api_keys` with `metrics:read` (for anyone when
+    there are none). Any other caller, a wrong key included, gets the status alone: a probe never
+    fails on its headers."""
+    keys = ApiKeys(api_keys)
+
+    def shows_details(authorization: str | None) -> bool:
+        if not keys:
+            return True
+        key = keys.match(authorization)
+        return key is not None and key.scope.permits(Permission.METRICS_READ)
+
+    async def endpoint(request: Request) -> Response:
+        readiness: Readiness = request.state.readiness
+        ready, checks = await readiness.report()
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
+        if shows_details(request.headers.get("authorization")):
+            body["checks"] = checks
+        return JSONResponse(
+            body, status_code=200 if ready else 503, headers={"cache-control": "no-store"}
+        )
+
+    return endpoint
