@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -11,6 +12,7 @@ import pytest
 
 from gateway.errors import UpstreamBadResponse
 from gateway.models import (
+    AlmanacBilling,
     AutopostingStatus,
     Interval,
     ManageReason,
@@ -18,6 +20,8 @@ from gateway.models import (
     SubscriptionStatus,
 )
 from gateway.normalize import (
+    Drift,
+    DriftKind,
     almanac_billing,
     almanac_checkout,
     autoposting_checkout,
@@ -32,6 +36,7 @@ from gateway.normalize import (
     same_plan_id,
     session_id_from_url,
 )
+from gateway.normalize.fields import Contract, Reader, degrades, identifies, read_answer
 from gateway.provider import Provider
 
 Json = dict[str, Any]
@@ -114,6 +119,21 @@ def autoposting_status_data() -> Json:
     }
 
 
+def no_drift(drift: Drift) -> None:
+    """The recorder of reads expected to be clean: any drift fails the test."""
+    raise AssertionError(f"unexpected contract drift: {drift}")
+
+
+class Drifts(list[Drift]):
+    """A recorder that keeps what it is given (`drift=drifts.append`)."""
+
+    def seen(self) -> list[tuple[str, DriftKind]]:
+        return [(drift.field, drift.kind) for drift in self]
+
+
+MISSING, MALFORMED, UNKNOWN = DriftKind.MISSING, DriftKind.MALFORMED, DriftKind.UNKNOWN_VALUE
+
+
 def almanac(mutate: Mutation | None = None) -> Json:
     state = almanac_state()
     if mutate is not None:
@@ -137,7 +157,7 @@ def assert_bad_response(error: pytest.ExceptionInfo[UpstreamBadResponse], field:
 def test_next_reset_at_in_milliseconds_and_seconds_give_the_same_datetime(value: float) -> None:
     assert parse_unix_timestamp(value) == RESET
     meter = almanac_billing(
-        almanac(lambda s: s["usage"][0].update(next_reset_at=value)), currency="USD"
+        almanac(lambda s: s["usage"][0].update(next_reset_at=value)), currency="USD", drift=no_drift
     ).usage[0]
     assert meter.resets_at == RESET
 
@@ -243,7 +263,7 @@ def test_values_that_are_not_iso_8601_raise_value_error(value: object) -> None:
 
 
 def test_almanac_billing_state_normalizes_plans_meters_and_permission() -> None:
-    billing = almanac_billing(almanac(), currency="USD")
+    billing = almanac_billing(almanac(), currency="USD", drift=no_drift)
 
     assert billing.organization_id == "org_1"
     free, pro = billing.plans
@@ -273,7 +293,7 @@ def test_almanac_billing_state_normalizes_plans_meters_and_permission() -> None:
 
 def test_raw_fields_reference_the_upstream_objects() -> None:
     state = almanac()
-    billing = almanac_billing(state, currency="USD")
+    billing = almanac_billing(state, currency="USD", drift=no_drift)
     assert billing.raw is state
     assert billing.plans[1].raw is state["plans"][1]
     assert billing.usage[0].raw is state["usage"][0]
@@ -291,7 +311,9 @@ def test_raw_fields_reference_the_upstream_objects() -> None:
     ids=["29.99", "0.1", "int", "zero", "null"],
 )
 def test_plan_prices_become_exact_decimals(price: float | None, expected: Decimal | None) -> None:
-    billing = almanac_billing(almanac(lambda s: s["plans"][1].update(price=price)), currency="EUR")
+    billing = almanac_billing(
+        almanac(lambda s: s["plans"][1].update(price=price)), currency="EUR", drift=no_drift
+    )
     money = billing.plans[1].price
     assert (money.amount if money else None) == expected
     if money is not None:
@@ -300,7 +322,7 @@ def test_plan_prices_become_exact_decimals(price: float | None, expected: Decima
 
 
 def test_unlimited_meter_has_no_granted_or_remaining_even_when_sent() -> None:
-    seats = almanac_billing(almanac(), currency="USD").usage[1]
+    seats = almanac_billing(almanac(), currency="USD", drift=no_drift).usage[1]
     assert seats.unlimited is True
     assert (seats.granted, seats.remaining, seats.used_fraction) == (None, None, None)
     assert seats.used == 3
@@ -310,7 +332,7 @@ def test_unlimited_meter_needs_no_granted_or_remaining() -> None:
     def drop(state: Json) -> None:
         del state["usage"][1]["granted"], state["usage"][1]["remaining"]
 
-    seats = almanac_billing(almanac(drop), currency="USD").usage[1]
+    seats = almanac_billing(almanac(drop), currency="USD", drift=no_drift).usage[1]
     assert (seats.granted, seats.remaining) == (None, None)
 
 
@@ -327,14 +349,14 @@ def test_unlimited_meter_needs_no_granted_or_remaining() -> None:
 )
 def test_used_fraction_is_used_over_granted(meter: Json, fraction: float | None) -> None:
     state = almanac(lambda s: s["usage"][0].update(meter))
-    assert almanac_billing(state, currency="USD").usage[0].used_fraction == fraction
+    assert almanac_billing(state, currency="USD", drift=no_drift).usage[0].used_fraction == fraction
 
 
 def test_over_limit_meter_keeps_usage_above_the_grant() -> None:
     update = {"usage": 150, "granted": 100, "remaining": 0, "overage_allowed": True}
-    meter = almanac_billing(almanac(lambda s: s["usage"][0].update(update)), currency="USD").usage[
-        0
-    ]
+    meter = almanac_billing(
+        almanac(lambda s: s["usage"][0].update(update)), currency="USD", drift=no_drift
+    ).usage[0]
     assert (meter.used, meter.granted, meter.remaining, meter.overage_allowed) == (
         150,
         100,
@@ -358,8 +380,12 @@ def test_manage_reasons_map_to_the_enum_and_keep_the_raw_string(
     reason: str, expected: ManageReason
 ) -> None:
     state = almanac(lambda s: s["manage"].update(allowed=False, reason=reason))
-    manage = almanac_billing(state, currency="USD").manage
+    drifts = Drifts()
+    manage = almanac_billing(state, currency="USD", drift=drifts.append).manage
+    assert manage is not None
     assert (manage.allowed, manage.reason, manage.reason_raw) == (False, expected, reason)
+    unknown = [("manage.reason", UNKNOWN)] if expected is ManageReason.OTHER else []
+    assert drifts.seen() == unknown
 
 
 def test_missing_optional_fields_get_defaults() -> None:
@@ -368,7 +394,7 @@ def test_missing_optional_fields_get_defaults() -> None:
         "manage": {"allowed": True, "reason": "permission"},
         "plans": [{"plan_id": "pro", "name": "Pro"}],
     }
-    billing = almanac_billing(state, currency="USD")
+    billing = almanac_billing(state, currency="USD", drift=no_drift)
     assert billing.usage == ()
     plan = billing.plans[0]
     assert (plan.price, plan.interval, plan.interval_raw, plan.group, plan.features) == (
@@ -381,7 +407,7 @@ def test_missing_optional_fields_get_defaults() -> None:
     assert plan.current is False
 
     state["usage"] = [{"feature_id": "pages", "usage": 1, "granted": 2, "remaining": 1}]
-    meter = almanac_billing(state, currency="USD").usage[0]
+    meter = almanac_billing(state, currency="USD", drift=no_drift).usage[0]
     assert (meter.unlimited, meter.overage_allowed, meter.resets_at) == (False, False, None)
 
 
@@ -390,7 +416,7 @@ def test_null_optional_fields_read_as_missing() -> None:
         state["usage"] = None
         state["plans"][1].update(features=None, current=None, group=None, interval=None)
 
-    billing = almanac_billing(almanac(nulls), currency="USD")
+    billing = almanac_billing(almanac(nulls), currency="USD", drift=no_drift)
     assert billing.usage == ()
     plan = billing.plans[1]
     assert (plan.features, plan.current, plan.group, plan.interval) == ((), False, None, None)
@@ -404,8 +430,8 @@ def test_unknown_extra_fields_are_ignored() -> None:
         state["plans"][1]["features"][0]["unit"] = "page"
         state["usage"][0]["soft_limit"] = 80
 
-    assert almanac_billing(almanac(add_extras), currency="USD") == almanac_billing(
-        almanac(), currency="USD"
+    assert almanac_billing(almanac(add_extras), currency="USD", drift=no_drift) == almanac_billing(
+        almanac(), currency="USD", drift=no_drift
     )
 
 
@@ -429,60 +455,18 @@ def _delete(path: tuple[Any, ...]) -> Mutation:
     return mutate
 
 
+# What identifies the billing state, the current plan (plans[1]) or gives them meaning: the
+# account fails, naming the field. (The same fields of another plan drop that plan: below.)
 ALMANAC_VIOLATIONS: list[tuple[str, Mutation, str]] = [
     ("organization-id-missing", _delete(("organization_id",)), "organization_id is missing"),
     ("organization-id-number", _set(("organization_id",), 42), "organization_id must be a string"),
-    ("manage-missing", _delete(("manage",)), "manage is missing"),
-    ("manage-string", _set(("manage",), SECRET), "manage must be an object"),
-    ("allowed-missing", _delete(("manage", "allowed")), "manage.allowed is missing"),
-    ("allowed-string", _set(("manage", "allowed"), "yes"), "manage.allowed must be a boolean"),
-    ("reason-missing", _delete(("manage", "reason")), "manage.reason is missing"),
-    ("reason-number", _set(("manage", "reason"), 1), "manage.reason must be a string"),
     ("plans-missing", _delete(("plans",)), "plans is missing"),
     ("plans-object", _set(("plans",), {"plan_id": SECRET}), "plans must be a list"),
     ("plans-null", _set(("plans",), None), "plans must be a list"),
-    ("plan-string", _set(("plans", 0), SECRET), "plans[0] must be an object"),
     ("plan-id-missing", _delete(("plans", 1, "plan_id")), "plans[1].plan_id is missing"),
     ("plan-id-number", _set(("plans", 1, "plan_id"), 7), "plans[1].plan_id must be a string"),
     ("plan-name-missing", _delete(("plans", 1, "name")), "plans[1].name is missing"),
-    ("price-string", _set(("plans", 1, "price"), SECRET), "plans[1].price must be a number"),
-    ("price-bool", _set(("plans", 1, "price"), True), "plans[1].price must be a number"),
-    ("price-nan", _set(("plans", 1, "price"), math.nan), "plans[1].price must be a number"),
-    ("interval-number", _set(("plans", 1, "interval"), 30), "plans[1].interval must be a string"),
-    ("current-string", _set(("plans", 1, "current"), "true"), "plans[1].current must be a boolean"),
-    ("features-string", _set(("plans", 1, "features"), SECRET), "plans[1].features must be a list"),
-    (
-        "feature-id-missing",
-        _delete(("plans", 1, "features", 1, "feature_id")),
-        "plans[1].features[1].feature_id is missing",
-    ),
-    (
-        "feature-included-string",
-        _set(("plans", 1, "features", 1, "included"), "5"),
-        "plans[1].features[1].included must be a number",
-    ),
-    ("usage-string", _set(("usage",), SECRET), "usage must be a list"),
-    (
-        "meter-feature-missing",
-        _delete(("usage", 0, "feature_id")),
-        "usage[0].feature_id is missing",
-    ),
-    ("meter-usage-missing", _delete(("usage", 0, "usage")), "usage[0].usage is missing"),
-    ("meter-usage-string", _set(("usage", 0, "usage"), SECRET), "usage[0].usage must be a number"),
-    ("meter-usage-bool", _set(("usage", 0, "usage"), True), "usage[0].usage must be a number"),
-    ("meter-granted-missing", _delete(("usage", 0, "granted")), "usage[0].granted is missing"),
-    ("meter-remaining-null", _set(("usage", 0, "remaining"), None), "usage[0].remaining must be"),
-    ("meter-unlimited-int", _set(("usage", 0, "unlimited"), 1), "usage[0].unlimited must be a"),
-    (
-        "reset-string",
-        _set(("usage", 0, "next_reset_at"), SECRET),
-        "usage[0].next_reset_at must be a number",
-    ),
-    (
-        "reset-negative",
-        _set(("usage", 0, "next_reset_at"), -5),
-        "usage[0].next_reset_at must be a Unix timestamp",
-    ),
+    ("plan-name-null", _set(("plans", 1, "name"), None), "plans[1].name must be a string"),
 ]
 
 
@@ -492,9 +476,305 @@ ALMANAC_VIOLATIONS: list[tuple[str, Mutation, str]] = [
 )
 def test_almanac_contract_violations_raise_bad_response(mutate: Mutation, field: str) -> None:
     with pytest.raises(UpstreamBadResponse) as error:
-        almanac_billing(almanac(mutate), currency="USD")
+        almanac_billing(almanac(mutate), currency="USD", drift=no_drift)
     assert error.value.provider is Provider.ALMANAC
     assert_bad_response(error, field)
+
+
+Read = Callable[[AlmanacBilling], object]
+
+
+def _plan(index: int, attribute: str) -> Read:
+    return lambda billing: getattr(billing.plans[index], attribute)
+
+
+def _meter(index: int, attribute: str) -> Read:
+    return lambda billing: getattr(billing.usage[index], attribute)
+
+
+def _manage(billing: AlmanacBilling) -> object:
+    manage = billing.manage
+    return None if manage is None else (manage.allowed, manage.reason, manage.reason_raw)
+
+
+def _plan_ids(billing: AlmanacBilling) -> object:
+    return [plan.plan_id for plan in billing.plans]
+
+
+def _feature_ids(billing: AlmanacBilling) -> object:
+    return [feature.feature_id for feature in billing.plans[1].features]
+
+
+def _meter_ids(billing: AlmanacBilling) -> object:
+    return [meter.feature_id for meter in billing.usage]
+
+
+# Once contract violations that failed the account: now the field degrades (or its plan, feature
+# or meter is dropped) and one drift says which field and how.
+ALMANAC_TOLERATED: list[tuple[str, Mutation, str, DriftKind, Read, object]] = [
+    ("manage-missing", _delete(("manage",)), "manage", MISSING, _manage, None),
+    ("manage-string", _set(("manage",), SECRET), "manage", MALFORMED, _manage, None),
+    ("allowed-missing", _delete(("manage", "allowed")), "manage.allowed", MISSING, _manage, None),
+    (
+        "allowed-string",
+        _set(("manage", "allowed"), "yes"),
+        "manage.allowed",
+        MALFORMED,
+        _manage,
+        None,
+    ),
+    (
+        "reason-missing",
+        _delete(("manage", "reason")),
+        "manage.reason",
+        MISSING,
+        _manage,
+        (True, None, None),
+    ),
+    (
+        "reason-number",
+        _set(("manage", "reason"), 1),
+        "manage.reason",
+        MALFORMED,
+        _manage,
+        (True, None, None),
+    ),
+    ("plan-string", _set(("plans", 0), SECRET), "plans[]", MALFORMED, _plan_ids, ["pro"]),
+    (
+        "other-plan-id-missing",
+        _delete(("plans", 0, "plan_id")),
+        "plans[].plan_id",
+        MISSING,
+        _plan_ids,
+        ["pro"],
+    ),
+    (
+        "other-plan-name-number",
+        _set(("plans", 0, "name"), 3),
+        "plans[].name",
+        MALFORMED,
+        _plan_ids,
+        ["pro"],
+    ),
+    (
+        "price-string",
+        _set(("plans", 1, "price"), SECRET),
+        "plans[].price",
+        MALFORMED,
+        _plan(1, "price"),
+        None,
+    ),
+    (
+        "price-bool",
+        _set(("plans", 1, "price"), True),
+        "plans[].price",
+        MALFORMED,
+        _plan(1, "price"),
+        None,
+    ),
+    (
+        "price-nan",
+        _set(("plans", 1, "price"), math.nan),
+        "plans[].price",
+        MALFORMED,
+        _plan(1, "price"),
+        None,
+    ),
+    (
+        "interval-number",
+        _set(("plans", 1, "interval"), 30),
+        "plans[].interval",
+        MALFORMED,
+        lambda billing: (billing.plans[1].interval, billing.plans[1].interval_raw),
+        (None, None),
+    ),
+    (
+        "interval-unknown",
+        _set(("plans", 1, "interval"), "fortnightly"),
+        "plans[].interval",
+        UNKNOWN,
+        lambda billing: (billing.plans[1].interval, billing.plans[1].interval_raw),
+        (Interval.OTHER, "fortnightly"),
+    ),
+    (
+        "group-list",
+        _set(("plans", 1, "group"), [SECRET]),
+        "plans[].group",
+        MALFORMED,
+        _plan(1, "group"),
+        None,
+    ),
+    (
+        "current-string",
+        _set(("plans", 1, "current"), "true"),
+        "plans[].current",
+        MALFORMED,
+        _plan(1, "current"),
+        False,
+    ),
+    (
+        "features-string",
+        _set(("plans", 1, "features"), SECRET),
+        "plans[].features",
+        MALFORMED,
+        _plan(1, "features"),
+        (),
+    ),
+    (
+        "feature-id-missing",
+        _delete(("plans", 1, "features", 1, "feature_id")),
+        "plans[].features[].feature_id",
+        MISSING,
+        _feature_ids,
+        ["pages"],
+    ),
+    (
+        "feature-included-string",
+        _set(("plans", 1, "features", 1, "included"), "5"),
+        "plans[].features[].included",
+        MALFORMED,
+        lambda billing: billing.plans[1].features[1].included,
+        None,
+    ),
+    ("usage-string", _set(("usage",), SECRET), "usage", MALFORMED, _meter_ids, []),
+    ("meter-string", _set(("usage", 0), SECRET), "usage[]", MALFORMED, _meter_ids, ["seats"]),
+    (
+        "meter-feature-missing",
+        _delete(("usage", 0, "feature_id")),
+        "usage[].feature_id",
+        MISSING,
+        _meter_ids,
+        ["seats"],
+    ),
+    (
+        "meter-usage-missing",
+        _delete(("usage", 0, "usage")),
+        "usage[].usage",
+        MISSING,
+        _meter_ids,
+        ["seats"],
+    ),
+    (
+        "meter-usage-string",
+        _set(("usage", 0, "usage"), SECRET),
+        "usage[].usage",
+        MALFORMED,
+        _meter_ids,
+        ["seats"],
+    ),
+    (
+        "meter-usage-bool",
+        _set(("usage", 0, "usage"), True),
+        "usage[].usage",
+        MALFORMED,
+        _meter_ids,
+        ["seats"],
+    ),
+    (
+        "meter-granted-missing",
+        _delete(("usage", 0, "granted")),
+        "usage[].granted",
+        MISSING,
+        lambda billing: (billing.usage[0].granted, billing.usage[0].used_fraction),
+        (None, None),
+    ),
+    (
+        "meter-remaining-null",
+        _set(("usage", 0, "remaining"), None),
+        "usage[].remaining",
+        MALFORMED,
+        _meter(0, "remaining"),
+        None,
+    ),
+    (
+        "meter-unlimited-int",
+        _set(("usage", 0, "unlimited"), 1),
+        "usage[].unlimited",
+        MALFORMED,
+        lambda billing: (billing.usage[0].unlimited, billing.usage[0].granted),
+        (False, 100.0),
+    ),
+    (
+        "meter-overage-string",
+        _set(("usage", 0, "overage_allowed"), "no"),
+        "usage[].overage_allowed",
+        MALFORMED,
+        _meter(0, "overage_allowed"),
+        False,
+    ),
+    (
+        "reset-string",
+        _set(("usage", 0, "next_reset_at"), SECRET),
+        "usage[].next_reset_at",
+        MALFORMED,
+        _meter(0, "resets_at"),
+        None,
+    ),
+    (
+        "reset-negative",
+        _set(("usage", 0, "next_reset_at"), -5),
+        "usage[].next_reset_at",
+        MALFORMED,
+        _meter(0, "resets_at"),
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "kind", "read", "expected"),
+    [pytest.param(*row[1:], id=row[0]) for row in ALMANAC_TOLERATED],
+)
+def test_almanac_descriptive_violations_degrade_with_one_drift_naming_the_field(
+    mutate: Mutation, field: str, kind: DriftKind, read: Read, expected: object
+) -> None:
+    drifts = Drifts()
+    billing = almanac_billing(almanac(mutate), currency="USD", drift=drifts.append)
+    assert read(billing) == expected
+    assert drifts.seen() == [(field, kind)]
+    assert {(d.provider, d.endpoint) for d in drifts} == {
+        (Provider.ALMANAC, "/v1/organizations/{id}/billing")
+    }
+    assert all(SECRET not in repr(drift) for drift in drifts)
+    # The rest of the account is read as before.
+    clean = almanac_billing(almanac(), currency="USD", drift=no_drift)
+    assert billing.organization_id == clean.organization_id
+    if field != "usage" and not field.startswith("usage["):
+        assert billing.usage == clean.usage
+    if not field.startswith("plans"):
+        assert billing.plans == clean.plans
+
+
+def test_only_the_field_that_dropped_an_element_counts_not_the_rest_of_it() -> None:
+    def drift_then_drop(state: Json) -> None:
+        state["plans"][0].update(price=SECRET, interval=7)
+        del state["plans"][0]["plan_id"]
+
+    drifts = Drifts()
+    billing = almanac_billing(almanac(drift_then_drop), currency="USD", drift=drifts.append)
+    assert [plan.plan_id for plan in billing.plans] == ["pro"]
+    assert drifts.seen() == [("plans[].plan_id", MISSING)]
+
+
+def test_the_same_drift_in_many_elements_is_one_report_with_its_count() -> None:
+    def prices_as_text(state: Json) -> None:
+        for plan in state["plans"]:
+            plan["price"] = SECRET
+
+    drifts = Drifts()
+    almanac_billing(almanac(prices_as_text), currency="USD", drift=drifts.append)
+    assert [(d.field, d.kind, d.count) for d in drifts] == [("plans[].price", MALFORMED, 2)]
+
+
+def test_an_answer_that_fails_reports_no_drift() -> None:
+    def drift_then_fail(state: Json) -> None:
+        state["plans"][0]["price"] = SECRET
+        del state["organization_id"]
+
+    drifts = Drifts()
+    with pytest.raises(UpstreamBadResponse):
+        almanac_billing(almanac(drift_then_fail), currency="USD", drift=drifts.append)
+    assert drifts == []
 
 
 @pytest.mark.parametrize(
@@ -502,7 +782,7 @@ def test_almanac_contract_violations_raise_bad_response(mutate: Mutation, field:
 )
 def test_a_billing_payload_that_is_not_an_object_raises_bad_response(payload: object) -> None:
     with pytest.raises(UpstreamBadResponse) as error:
-        almanac_billing(payload, currency="USD")
+        almanac_billing(payload, currency="USD", drift=no_drift)
     assert_bad_response(error, "payload must be an object")
 
 
@@ -512,12 +792,21 @@ def test_a_billing_payload_that_is_not_an_object_raises_bad_response(payload: ob
 def status_with(**fields: object) -> AutopostingStatus:
     data = autoposting_status_data()
     data.update(fields)
-    return autoposting_status(data)
+    return autoposting_status(data, drift=no_drift)
+
+
+def status_drifting(**fields: object) -> tuple[AutopostingStatus, list[tuple[str, DriftKind]]]:
+    data = autoposting_status_data()
+    data.update(fields)
+    drifts = Drifts()
+    status = autoposting_status(data, drift=drifts.append)
+    assert {(d.provider, d.endpoint) for d in drifts} <= {(Provider.AUTOPOSTING, "/billing/status")}
+    return status, drifts.seen()
 
 
 def test_autoposting_status_normalizes_the_sdk_example() -> None:
     data = autoposting_status_data()
-    status = autoposting_status(data)
+    status = autoposting_status(data, drift=no_drift)
     subscription = status.subscription
     assert (status.plan_id, status.plan_name, status.raw) == ("pro", "Pro", data)
     assert subscription.provider is Provider.AUTOPOSTING
@@ -615,18 +904,21 @@ def test_a_pending_plan_change_is_kept() -> None:
 def test_every_autoposting_status_maps_to_a_subscription_status(
     fields: Json, expected: SubscriptionStatus
 ) -> None:
-    subscription = status_with(**fields).subscription
+    status, drifts = status_drifting(**fields)
+    subscription = status.subscription
     assert subscription.status is expected
     assert subscription.status_raw == fields["status"]
+    unknown = fields["status"] in {"inactive", "expired", "paused"}
+    assert drifts == ([("status", UNKNOWN)] if unknown else [])
 
 
 def test_a_missing_status_with_no_other_signal_is_other_with_no_raw_string() -> None:
-    subscription = autoposting_status({"plan": "pro"}).subscription
+    subscription = autoposting_status({"plan": "pro"}, drift=no_drift).subscription
     assert (subscription.status, subscription.status_raw) == (SubscriptionStatus.OTHER, None)
 
 
 def test_a_status_with_every_field_missing_normalizes_to_nones() -> None:
-    status = autoposting_status({})
+    status = autoposting_status({}, drift=no_drift)
     assert (status.plan_id, status.plan_name, status.accounts_meter) == (None, None, None)
     subscription = status.subscription
     assert subscription.status is SubscriptionStatus.OTHER
@@ -641,9 +933,9 @@ def test_a_status_with_every_field_missing_normalizes_to_nones() -> None:
         ({"accountLimit": 10, "accountsUsed": 10}, 10, 10, 0, False),
         ({"accountLimit": 10, "accountsUsed": 12}, 12, 10, 0, False),
         ({"accountLimit": -1, "accountsUsed": 40}, 40, None, None, True),
-        ({"accountLimit": 5, "accountsUsed": None}, 0, 5, 5, False),
+        ({"accountLimit": 5, "accountsUsed": 0}, 0, 5, 5, False),
     ],
-    ids=["within-limit", "at-limit", "over-limit", "minus-one-is-unlimited", "used-missing"],
+    ids=["within-limit", "at-limit", "over-limit", "minus-one-is-unlimited", "none-used"],
 )
 def test_the_account_limit_becomes_a_social_accounts_meter(
     fields: Json, used: float, granted: float | None, remaining: float | None, unlimited: bool
@@ -670,46 +962,147 @@ def test_no_accounts_meter_without_an_account_limit() -> None:
     assert status_with(accountLimit=None).accounts_meter is None
     data = autoposting_status_data()
     del data["accountLimit"]
-    assert autoposting_status(data).accounts_meter is None
+    assert autoposting_status(data, drift=no_drift).accounts_meter is None
+
+
+def _subscription(attribute: str) -> Callable[[AutopostingStatus], object]:
+    return lambda status: getattr(status.subscription, attribute)
+
+
+def _no_meter(status: AutopostingStatus) -> object:
+    return status.accounts_meter
+
+
+# Once contract violations that failed the account: nothing in the status identifies it, so every
+# malformed field degrades, with one drift naming it. (Absent fields are normal: every field of
+# /billing/status is optional, but accountsUsed once accountLimit is sent.)
+STATUS_TOLERATED: list[
+    tuple[str, Json, str, DriftKind, Callable[[AutopostingStatus], object], object]
+] = [
+    ("plan-number", {"plan": 42}, "plan", MALFORMED, lambda status: status.plan_id, None),
+    (
+        "status-number",
+        {"status": 1},
+        "status",
+        MALFORMED,
+        lambda status: (status.subscription.status, status.subscription.status_raw),
+        (SubscriptionStatus.OTHER, None),
+    ),
+    (
+        "status-number-trialing",
+        {"status": 1, "isTrialing": True},
+        "status",
+        MALFORMED,
+        _subscription("status"),
+        SubscriptionStatus.TRIALING,
+    ),
+    (
+        "isTrialing-string",
+        {"status": None, "isTrialing": "yes"},
+        "isTrialing",
+        MALFORMED,
+        _subscription("status"),
+        SubscriptionStatus.OTHER,
+    ),
+    (
+        "period-end-garbage",
+        {"currentPeriodEnd": SECRET},
+        "currentPeriodEnd",
+        MALFORMED,
+        _subscription("current_period_end"),
+        None,
+    ),
+    (
+        "suspendedAt-unix-number-still-suspends",
+        {"suspendedAt": 1719792000},
+        "suspendedAt",
+        MALFORMED,
+        lambda status: (status.subscription.status, status.subscription.suspended_at),
+        (SubscriptionStatus.SUSPENDED, None),
+    ),
+    (
+        "cancelledAt-garbage-still-cancels",
+        {"status": None, "cancelledAt": SECRET},
+        "cancelledAt",
+        MALFORMED,
+        lambda status: (status.subscription.status, status.subscription.cancelled_at),
+        (SubscriptionStatus.CANCELED, None),
+    ),
+    (
+        "suspendedAt-false-is-not-set",
+        {"suspendedAt": False},
+        "suspendedAt",
+        MALFORMED,
+        _subscription("status"),
+        SubscriptionStatus.ACTIVE,
+    ),
+    (
+        "pending-plan-number",
+        {"pendingPlan": 3},
+        "pendingPlan",
+        MALFORMED,
+        _subscription("pending_plan_id"),
+        None,
+    ),
+    (
+        "plan-name-list",
+        {"planName": [SECRET]},
+        "planName",
+        MALFORMED,
+        lambda status: status.plan_name,
+        None,
+    ),
+    (
+        "cycle-number",
+        {"billingCycle": 30},
+        "billingCycle",
+        MALFORMED,
+        _subscription("billing_cycle"),
+        None,
+    ),
+    (
+        "cycle-unknown",
+        {"billingCycle": "fortnightly"},
+        "billingCycle",
+        UNKNOWN,
+        _subscription("billing_cycle"),
+        "fortnightly",
+    ),
+    ("limit-string", {"accountLimit": "10"}, "accountLimit", MALFORMED, _no_meter, None),
+    ("limit-bool", {"accountLimit": True}, "accountLimit", MALFORMED, _no_meter, None),
+    ("limit-below-minus-one", {"accountLimit": -2}, "accountLimit", MALFORMED, _no_meter, None),
+    ("used-bool", {"accountsUsed": False}, "accountsUsed", MALFORMED, _no_meter, None),
+    ("used-null", {"accountsUsed": None}, "accountsUsed", MALFORMED, _no_meter, None),
+]
 
 
 @pytest.mark.parametrize(
-    ("fields", "field"),
-    [
-        ({"plan": 42}, "plan must be a string"),
-        ({"status": 1}, "status must be a string"),
-        ({"isTrialing": "yes"}, "isTrialing must be a boolean"),
-        ({"currentPeriodEnd": SECRET}, "currentPeriodEnd must be an ISO 8601"),
-        ({"suspendedAt": 1719792000}, "suspendedAt must be an ISO 8601"),
-        ({"accountLimit": "10"}, "accountLimit must be a number"),
-        ({"accountLimit": True}, "accountLimit must be a number"),
-        ({"accountLimit": -2}, "accountLimit must be -1"),
-        ({"accountsUsed": False}, "accountsUsed must be a number"),
-    ],
-    ids=[
-        "plan-number",
-        "status-number",
-        "isTrialing-string",
-        "period-end-garbage",
-        "suspendedAt-unix-number",
-        "limit-string",
-        "limit-bool",
-        "limit-below-minus-one",
-        "used-bool",
-    ],
+    ("fields", "field", "kind", "read", "expected"),
+    [pytest.param(*row[1:], id=row[0]) for row in STATUS_TOLERATED],
 )
-def test_autoposting_status_with_wrong_types_raises_bad_response(fields: Json, field: str) -> None:
+def test_autoposting_status_with_wrong_types_degrades_with_one_drift_naming_the_field(
+    fields: Json,
+    field: str,
+    kind: DriftKind,
+    read: Callable[[AutopostingStatus], object],
+    expected: object,
+) -> None:
+    status, drifts = status_drifting(**fields)
+    assert read(status) == expected
+    assert drifts == [(field, kind)]
+
+
+def test_an_account_limit_without_the_number_used_gives_no_meter_and_one_drift() -> None:
     data = autoposting_status_data()
-    data.update(fields)
-    with pytest.raises(UpstreamBadResponse) as error:
-        autoposting_status(data)
-    assert error.value.provider is Provider.AUTOPOSTING
-    assert_bad_response(error, field)
+    del data["accountsUsed"]
+    drifts = Drifts()
+    assert autoposting_status(data, drift=drifts.append).accounts_meter is None
+    assert drifts.seen() == [("accountsUsed", MISSING)]
 
 
 def test_a_status_payload_that_is_not_an_object_raises_bad_response() -> None:
     with pytest.raises(UpstreamBadResponse) as error:
-        autoposting_status([SECRET])
+        autoposting_status([SECRET], drift=no_drift)
     assert_bad_response(error, "data must be an object")
 
 
@@ -780,7 +1173,7 @@ def test_catalog_entries_become_plans() -> None:
 
 
 def test_no_plan_is_current_when_the_status_has_no_plan() -> None:
-    plans = autoposting_plans(CATALOG, autoposting_status({}), currency="USD")
+    plans = autoposting_plans(CATALOG, autoposting_status({}, drift=no_drift), currency="USD")
     assert len(plans) == len(CATALOG)
     assert not any(plan.current for plan in plans)
 
@@ -807,7 +1200,9 @@ def test_a_current_plan_missing_from_the_catalog_is_appended() -> None:
 
 
 def test_an_appended_plan_without_a_name_or_cycle_is_named_by_its_id() -> None:
-    plans = autoposting_plans([], autoposting_status({"plan": "plan_x"}), currency="USD")
+    plans = autoposting_plans(
+        [], autoposting_status({"plan": "plan_x"}, drift=no_drift), currency="USD"
+    )
     assert len(plans) == 1
     assert (plans[0].plan_id, plans[0].name, plans[0].interval) == ("plan_x", "plan_x", None)
 
@@ -886,7 +1281,7 @@ def test_every_credit_shape_becomes_a_credits_meter(
     remaining: float,
     resets_at: datetime | None,
 ) -> None:
-    meter = autoposting_credits_meter(payload)
+    meter = autoposting_credits_meter(payload, drift=no_drift)
     assert meter.provider is Provider.AUTOPOSTING
     assert meter.feature_id == "credits"
     assert (meter.used, meter.granted, meter.remaining, meter.resets_at) == (
@@ -906,32 +1301,81 @@ def test_every_credit_shape_becomes_a_credits_meter(
         ({"balance": None}, "balance must be a number"),
         ({"balance": "450"}, "balance must be a number"),
         ({"balance": True}, "balance must be a number"),
-        ({"balance": 1, "monthlyAllocation": SECRET}, "monthlyAllocation must be a number"),
-        ({"balance": 1, "used": False}, "used must be a number"),
-        ({"balance": 1, "resetAt": SECRET}, "resetAt must be an ISO 8601"),
-        ({"balance": 1, "recentUsage": SECRET}, "recentUsage must be a list"),
-        ({"balance": 1, "recentUsage": [SECRET]}, "recentUsage[0] must be an object"),
-        ({"balance": 1, "recentUsage": [{"amount": SECRET}]}, "recentUsage[0].amount must be"),
         (SECRET, "data must be an object"),
     ],
+    ids=["balance-missing", "balance-null", "balance-string", "balance-bool", "not-an-object"],
+)
+def test_credit_contract_violations_raise_bad_response(payload: object, field: str) -> None:
+    with pytest.raises(UpstreamBadResponse) as error:
+        autoposting_credits_meter(payload, drift=no_drift)
+    assert_bad_response(error, field)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "kind", "used", "granted", "resets_at"),
+    [
+        (
+            {"balance": 450, "monthlyAllocation": SECRET},
+            "monthlyAllocation",
+            MALFORMED,
+            0,
+            None,
+            None,
+        ),
+        (
+            {"balance": 450, "monthlyAllocation": 500, "used": False},
+            "used",
+            MALFORMED,
+            50,
+            500,
+            None,
+        ),
+        ({"balance": 1, "used": 3, "resetAt": SECRET}, "resetAt", MALFORMED, 3, None, None),
+        ({"balance": 1, "recentUsage": SECRET}, "recentUsage", MALFORMED, 0, None, None),
+        (
+            {"balance": 1, "recentUsage": [SECRET, {"amount": 2}]},
+            "recentUsage[]",
+            MALFORMED,
+            2,
+            None,
+            None,
+        ),
+        (
+            {"balance": 1, "recentUsage": [{"amount": SECRET}, {"amount": 2}]},
+            "recentUsage[].amount",
+            MALFORMED,
+            2,
+            None,
+            None,
+        ),
+    ],
     ids=[
-        "balance-missing",
-        "balance-null",
-        "balance-string",
-        "balance-bool",
         "allocation-string",
-        "used-bool",
+        "used-bool-derived-from-the-allocation",
         "reset-garbage",
         "recent-usage-string",
         "recent-usage-entry-string",
         "recent-usage-amount-string",
-        "not-an-object",
     ],
 )
-def test_credit_contract_violations_raise_bad_response(payload: object, field: str) -> None:
-    with pytest.raises(UpstreamBadResponse) as error:
-        autoposting_credits_meter(payload)
-    assert_bad_response(error, field)
+def test_credit_descriptive_violations_degrade_with_one_drift_naming_the_field(
+    payload: Json,
+    field: str,
+    kind: DriftKind,
+    used: float,
+    granted: float | None,
+    resets_at: datetime | None,
+) -> None:
+    drifts = Drifts()
+    meter = autoposting_credits_meter(payload, drift=drifts.append)
+    assert (meter.used, meter.granted, meter.remaining, meter.resets_at) == (
+        used,
+        granted,
+        payload["balance"],
+        resets_at,
+    )
+    assert drifts.seen() == [(field, kind)]
+    assert drifts[0].endpoint == "/billing/credit-summary"
 
 
 def test_token_usage_becomes_an_ai_tokens_meter() -> None:
@@ -941,7 +1385,7 @@ def test_token_usage_becomes_an_ai_tokens_meter() -> None:
         "breakdown": {"agents": 210000, "other": 272000},
         "dailyUsage": [{"date": "2024-01-10", "tokens": 18000}],
     }
-    meter = autoposting_tokens_meter(payload)
+    meter = autoposting_tokens_meter(payload, drift=no_drift)
     assert (meter.feature_id, meter.used, meter.granted, meter.remaining) == (
         "ai_tokens",
         482000,
@@ -964,7 +1408,7 @@ def test_token_usage_becomes_an_ai_tokens_meter() -> None:
 )
 def test_token_usage_violations_raise_bad_response(payload: object, field: str) -> None:
     with pytest.raises(UpstreamBadResponse) as error:
-        autoposting_tokens_meter(payload)
+        autoposting_tokens_meter(payload, drift=no_drift)
     assert_bad_response(error, field)
 
 
@@ -984,7 +1428,7 @@ def test_token_usage_violations_raise_bad_response(payload: object, field: str) 
 def test_the_profile_names_the_organization(
     payload: Json, organization_id: str, name: str | None
 ) -> None:
-    profile = autoposting_profile(payload)
+    profile = autoposting_profile(payload, drift=no_drift)
     assert (profile.organization_id, profile.name, profile.raw) == (organization_id, name, payload)
 
 
@@ -994,15 +1438,22 @@ def test_the_profile_names_the_organization(
         ({"name": "API Key"}, "orgId is missing"),
         ({"orgId": 42}, "orgId must be a string"),
         ({"id": 42}, "id must be a string"),
-        ({"orgId": "org-x", "name": 3}, "name must be a string"),
+        ({"orgId": 42, "id": "user-1"}, "orgId must be a string"),
         (None, "data must be an object"),
     ],
-    ids=["missing", "org-id-number", "id-number", "name-number", "null"],
+    ids=["missing", "org-id-number", "id-number", "org-id-number-never-falls-back", "null"],
 )
 def test_profile_violations_raise_bad_response(payload: object, field: str) -> None:
     with pytest.raises(UpstreamBadResponse) as error:
-        autoposting_profile(payload)
+        autoposting_profile(payload, drift=no_drift)
     assert_bad_response(error, field)
+
+
+def test_a_profile_name_of_the_wrong_type_is_null_with_one_drift() -> None:
+    drifts = Drifts()
+    profile = autoposting_profile({"orgId": "org-x", "name": 3}, drift=drifts.append)
+    assert (profile.organization_id, profile.name) == ("org-x", None)
+    assert drifts.seen() == [("name", MALFORMED)]
 
 
 # Checkout
@@ -1051,7 +1502,7 @@ def test_the_session_id_comes_from_the_url_or_is_none(url: str, session_id: str 
 
 def test_an_almanac_checkout_carries_the_organization_plan_and_url_session_id() -> None:
     payload = {"url": "https://checkout.stripe.com/c/pay/cs_test_abc#fid", "extra": 1}
-    session = almanac_checkout(payload, organization_id="org_1", plan_id="pro")
+    session = almanac_checkout(payload, organization_id="org_1", plan_id="pro", drift=no_drift)
     assert session.provider is Provider.ALMANAC
     assert (session.account_id, session.plan_id, session.url, session.session_id) == (
         "org_1",
@@ -1067,6 +1518,7 @@ def test_an_almanac_checkout_url_without_an_id_has_no_session_id() -> None:
         {"url": "https://almanac.example.com/billing/checkout/9f2"},
         organization_id="org_1",
         plan_id="pro",
+        drift=no_drift,
     )
     assert session.session_id is None
 
@@ -1106,14 +1558,14 @@ BAD_URL_IDS = [
 @pytest.mark.parametrize(("url", "problem"), BAD_URLS, ids=BAD_URL_IDS)
 def test_bad_almanac_checkout_urls_raise_bad_response(url: object, problem: str) -> None:
     with pytest.raises(UpstreamBadResponse) as error:
-        almanac_checkout({"url": url}, organization_id="org_1", plan_id="pro")
+        almanac_checkout({"url": url}, organization_id="org_1", plan_id="pro", drift=no_drift)
     assert error.value.provider is Provider.ALMANAC
     assert_bad_response(error, f"url {problem}")
 
 
 def test_an_almanac_checkout_without_a_url_raises_bad_response() -> None:
     with pytest.raises(UpstreamBadResponse) as error:
-        almanac_checkout({"detail": SECRET}, organization_id="org_1", plan_id="pro")
+        almanac_checkout({"detail": SECRET}, organization_id="org_1", plan_id="pro", drift=no_drift)
     assert_bad_response(error, "url is missing")
 
 
@@ -1124,7 +1576,7 @@ def test_an_almanac_checkout_without_a_url_raises_bad_response() -> None:
 )
 def test_an_autoposting_checkout_carries_its_session_id(url: str) -> None:
     payload = {"checkoutUrl": url, "sessionId": "cs_abc123"}
-    session = autoposting_checkout(payload, plan_id="plan_pro")
+    session = autoposting_checkout(payload, plan_id="plan_pro", drift=no_drift)
     assert session.provider is Provider.AUTOPOSTING
     assert (session.account_id, session.plan_id, session.url, session.session_id) == (
         None,
@@ -1138,7 +1590,9 @@ def test_an_autoposting_checkout_carries_its_session_id(url: str) -> None:
 @pytest.mark.parametrize(("url", "problem"), BAD_URLS, ids=BAD_URL_IDS)
 def test_bad_autoposting_checkout_urls_raise_bad_response(url: object, problem: str) -> None:
     with pytest.raises(UpstreamBadResponse) as error:
-        autoposting_checkout({"checkoutUrl": url, "sessionId": "cs_1"}, plan_id="pro")
+        autoposting_checkout(
+            {"checkoutUrl": url, "sessionId": "cs_1"}, plan_id="pro", drift=no_drift
+        )
     assert error.value.provider is Provider.AUTOPOSTING
     assert_bad_response(error, f"checkoutUrl {problem}")
 
@@ -1146,22 +1600,81 @@ def test_bad_autoposting_checkout_urls_raise_bad_response(url: object, problem: 
 @pytest.mark.parametrize(
     ("payload", "field"),
     [
-        ({"checkoutUrl": "https://pay.example.com/x"}, "sessionId is missing"),
-        ({"checkoutUrl": "https://pay.example.com/x", "sessionId": 7}, "sessionId must be a"),
-        ({"checkoutUrl": "https://pay.example.com/x", "sessionId": ""}, "sessionId must not be"),
         ({"sessionId": "cs_1"}, "checkoutUrl is missing"),
         ([SECRET], "data must be an object"),
     ],
-    ids=["session-missing", "session-number", "session-empty", "url-missing", "not-an-object"],
+    ids=["url-missing", "not-an-object"],
 )
 def test_autoposting_checkout_violations_raise_bad_response(payload: object, field: str) -> None:
     with pytest.raises(UpstreamBadResponse) as error:
-        autoposting_checkout(payload, plan_id="pro")
+        autoposting_checkout(payload, plan_id="pro", drift=no_drift)
     assert_bad_response(error, field)
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind", "session_id"),
+    [
+        ({"checkoutUrl": "https://pay.example.com/x"}, MISSING, None),
+        ({"checkoutUrl": "https://pay.example.com/x", "sessionId": 7}, MALFORMED, None),
+        ({"checkoutUrl": "https://pay.example.com/x", "sessionId": ""}, MALFORMED, None),
+        ({"checkoutUrl": "https://pay.example.com/x?session_id=s_9"}, MISSING, "s_9"),
+    ],
+    ids=["session-missing", "session-number", "session-empty", "session-from-the-url"],
+)
+def test_an_autoposting_checkout_without_a_usable_session_id_stands_with_one_drift(
+    payload: Json, kind: DriftKind, session_id: str | None
+) -> None:
+    drifts = Drifts()
+    session = autoposting_checkout(payload, plan_id="pro", drift=drifts.append)
+    assert (session.url, session.session_id) == (payload["checkoutUrl"], session_id)
+    assert drifts.seen() == [("sessionId", kind)]
+    assert drifts[0].endpoint == "/billing/checkout"
 
 
 def test_normalizing_never_mutates_the_payload() -> None:
     state = almanac()
     before = copy.deepcopy(state)
-    almanac_billing(state, currency="USD")
+    almanac_billing(state, currency="USD", drift=no_drift)
     assert state == before
+
+
+# The reader itself, on a table of its own
+
+
+TOY = Contract(
+    Provider.ALMANAC,
+    "/toy",
+    {
+        "items": identifies(),
+        "items[]": degrades("dropped"),
+        "items[].note": degrades("null"),
+        "items[].id": identifies(),
+    },
+)
+
+
+def _toy_items(body: Reader) -> tuple[str, ...]:
+    def item(element: Reader) -> str:
+        element.text("note")  # a descriptive field read before the identifying one
+        return element.key_str("id")
+
+    return body.elements("items", item)
+
+
+def test_a_dropped_element_counts_only_the_field_that_dropped_it_whatever_was_read_first() -> None:
+    drifts = Drifts()
+    payload = {"items": [{"note": 1, "id": "a"}, {"note": 2}, {"id": "c"}]}
+    assert read_answer(TOY, payload, drifts.append, _toy_items) == ("a", "c")
+    assert drifts.seen() == [("items[].note", MALFORMED), ("items[].id", MISSING)]
+
+
+def test_a_field_read_against_its_table_rule_or_missing_from_the_table_is_a_bug() -> None:
+    with pytest.raises(TypeError, match=re.escape("items[].id is read against its rule")):
+        read_answer(
+            TOY,
+            {"items": [{"id": 1}]},
+            no_drift,
+            lambda b: b.elements("items", lambda e: e.text("id")),
+        )
+    with pytest.raises(KeyError):
+        read_answer(TOY, {"items": []}, no_drift, lambda body: body.text("unlisted"))

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import UpstreamBadResponse
-from gateway.normalize import almanac_preview
+from gateway.normalize import Drift, DriftKind, almanac_preview
 from gateway.sandbox import Fault, SandboxState
 from tests.support import Gateway
 
@@ -92,19 +92,41 @@ async def test_a_failed_preview_is_a_typed_provider_error_sent_once(
 def test_preview_normalization_keeps_exact_amounts_in_the_right_currency(
     payload: dict[str, Any], currency: str, total: str | None
 ) -> None:
-    result = almanac_preview(payload, organization_id="org", currency="USD")
+    drifts: list[Drift] = []
+    result = almanac_preview(payload, organization_id="org", currency="USD", drift=drifts.append)
 
     assert result.currency == currency
     assert (str(result.total.amount) if result.total else None) == total
     assert result.hosted_checkout_required is False
     assert result.lines == ()
+    assert drifts == []
+
+
+@pytest.mark.parametrize("payload", [{}, {"plan_id": 3}], ids=["no-plan", "plan-not-string"])
+def test_a_preview_that_breaks_the_contract_is_a_bad_response(payload: dict[str, Any]) -> None:
+    with pytest.raises(UpstreamBadResponse):
+        almanac_preview(payload, organization_id="org", currency="USD", drift=_unexpected)
+
+
+def _unexpected(drift: Drift) -> None:
+    raise AssertionError(drift)
 
 
 @pytest.mark.parametrize(
-    "payload",
-    [{}, {"plan_id": 3}, {"plan_id": "p", "line_items": "x"}, {"plan_id": "p", "total": "9"}],
-    ids=["no-plan", "plan-not-string", "lines-not-list", "total-not-number"],
-)
-def test_a_preview_that_breaks_the_contract_is_a_bad_response(payload: dict[str, Any]) -> None:
-    with pytest.raises(UpstreamBadResponse):
-        almanac_preview(payload, organization_id="org", currency="USD")
+    ("payload", "field", "read", "expected"),
+    [
+        ({"plan_id": "p", "line_items": "x"}, "line_items", "lines", ()),
+        ({"plan_id": "p", "total": "9"}, "total", "total", None),
+        ({"plan_id": "p", "currency": 978}, "currency", "currency", "USD"),
+        ({"plan_id": "p", "redirect_to_checkout": "yes"}, "redirect_to_checkout",
+         "hosted_checkout_required", False),
+    ],
+    ids=["lines-not-list", "total-not-number", "currency-number", "redirect-string"],
+)  # fmt: skip
+def test_a_preview_with_a_malformed_descriptive_field_degrades_it_with_one_drift(
+    payload: dict[str, Any], field: str, read: str, expected: object
+) -> None:
+    drifts: list[Drift] = []
+    result = almanac_preview(payload, organization_id="org", currency="USD", drift=drifts.append)
+    assert getattr(result, read) == expected
+    assert [(d.field, d.kind) for d in drifts] == [(field, DriftKind.MALFORMED)]

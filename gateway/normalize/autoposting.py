@@ -1,4 +1,14 @@
-"""Autoposting JSON (the envelope's `data`) -> models: status, catalog, meters, checkout."""
+"""Autoposting JSON (the envelope's `data`) -> models: status, catalog, meters, checkout.
+
+The tables below are the gateway's reading of Autoposting's answers, one row per field it reads
+(`/work/shared/upstreams/autoposting.openapi.yaml`). Most shapes come from the SDK's types, not a
+documented contract, and the docs and the SDK disagree on some: `/billing/status` promises no
+field at all, so its absences are normal and only malformed values are drift. A field that
+`identifies` its object fails it when missing or malformed; any other field `degrades` to what
+its row says, counted as drift. The status answer is the account: nothing in it identifies it
+(the profile does), so every field of it degrades. The credits and tokens answers are one meter
+each: a failure there fails `usageMeters` (null with an error), never the account.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +19,83 @@ from gateway.models import (
     AutopostingProfile,
     AutopostingStatus,
     CheckoutSession,
+    Interval,
     Plan,
     PlanFeature,
     Subscription,
     SubscriptionStatus,
     UsageMeter,
 )
+from gateway.normalize.drift import DriftRecorder
 from gateway.normalize.fields import (
     AUTOPOSTING,
+    Contract,
     Json,
-    as_object,
-    bad,
+    Reader,
+    degrades,
     enum_key,
+    identifies,
     money,
-    optional_bool,
-    optional_datetime,
-    optional_list,
-    optional_number,
-    optional_str,
     parse_interval,
-    require_http_url,
-    require_number,
-    require_str,
+    read_answer,
     same_plan_id,
+    session_id_from_url,
 )
+
+BILLING_STATUS = Contract(
+    AUTOPOSTING,
+    "/billing/status",
+    {
+        "plan": degrades("null (no plan is current)"),
+        "planName": degrades("null (the plan id names an appended current plan)"),
+        "billingCycle": degrades("null (an unknown one is OTHER in an appended plan)"),
+        "status": degrades("read from isTrialing and cancelledAt (an unknown one is OTHER)"),
+        "isTrialing": degrades("false"),
+        "currentPeriodStart": degrades("null"),
+        "currentPeriodEnd": degrades("null"),
+        "trialEnd": degrades("null"),
+        "cancelledAt": degrades("null (still read as cancelled)"),
+        "suspendedAt": degrades("null (still read as suspended)"),
+        "pendingPlan": degrades("null"),
+        "pendingChangeDate": degrades("null"),
+        "accountLimit": degrades("no social_accounts meter"),
+        # The meter's used amount: required once accountLimit is sent.
+        "accountsUsed": degrades("no social_accounts meter", required=True),
+    },
+)
+CREDIT_SUMMARY = Contract(
+    AUTOPOSTING,
+    "/billing/credit-summary",
+    {
+        "balance": identifies(),
+        "monthlyAllocation": degrades("null"),
+        "used": degrades("derived from monthlyAllocation and balance, or recentUsage"),
+        "resetAt": degrades("null"),
+        "recentUsage": degrades("empty"),
+        "recentUsage[]": degrades("dropped"),
+        "recentUsage[].amount": degrades("0"),
+    },
+)
+TOKEN_USAGE = Contract(AUTOPOSTING, "/usage/tokens", {"total": identifies()})
+PROFILE = Contract(
+    AUTOPOSTING,
+    "/auth/profile",
+    {
+        # orgId, falling back to id when absent or empty; malformed, either fails.
+        "orgId": identifies(required=False),
+        "id": identifies(required=False),
+        "name": degrades("null"),
+    },
+)
+CHECKOUT = Contract(
+    AUTOPOSTING,
+    "/billing/checkout",
+    {
+        "checkoutUrl": identifies(),
+        "sessionId": degrades("the session id the URL carries, else null", required=True),
+    },
+)
+CONTRACTS = (BILLING_STATUS, CREDIT_SUMMARY, TOKEN_USAGE, PROFILE, CHECKOUT)
 
 _STATUSES: dict[str, SubscriptionStatus] = {
     "active": SubscriptionStatus.ACTIVE,
@@ -49,54 +112,62 @@ _STATUSES: dict[str, SubscriptionStatus] = {
 }
 
 
-def autoposting_status(payload: object) -> AutopostingStatus:
+def autoposting_status(payload: object, *, drift: DriftRecorder) -> AutopostingStatus:
     """The organization's BillingStatus, every field optional (the SDK types are the only source).
 
     Subscription status, first rule that applies:
 
     1. `suspendedAt` set: SUSPENDED, whatever `status` says (suspension blocks billing calls).
+       Set means anything but null, "" or false: a value that is not a date-time still says so.
     2. `status` a non-blank string, case-insensitive, "-" and " " read as "_": active -> ACTIVE;
        trialing, trial -> TRIALING; past_due, pastdue, unpaid -> PAST_DUE; canceled, cancelled ->
        CANCELED; suspended -> SUSPENDED; none, free -> NONE (no paid subscription); anything else,
-       including the ambiguous "inactive" and "expired", -> OTHER. A known status wins over
-       `isTrialing` and `cancelledAt`: they only fill in when `status` is missing.
-    3. `status` missing, null or blank: `isTrialing` true -> TRIALING; else `cancelledAt` set ->
-       CANCELED; else OTHER (unknown: a plan alone does not prove an active subscription).
+       including the ambiguous "inactive" and "expired", -> OTHER (an unknown value). A known
+       status wins over `isTrialing` and `cancelledAt`: they only fill in when `status` is missing.
+    3. `status` missing, null, blank or not a string: `isTrialing` true -> TRIALING; else
+       `cancelledAt` set (as `suspendedAt` above) -> CANCELED; else OTHER (unknown: a plan alone
+       does not prove an active subscription).
 
-    `status_raw` is `status` exactly as sent (None when missing).
+    `status_raw` is `status` exactly as sent (None when missing or not a string).
     """
-    body = as_object(payload, AUTOPOSTING, "data")
-    plan_id = optional_str(body, "plan", AUTOPOSTING) or None
-    status_raw = optional_str(body, "status", AUTOPOSTING)
-    suspended_at = optional_datetime(body, "suspendedAt", AUTOPOSTING)
-    cancelled_at = optional_datetime(body, "cancelledAt", AUTOPOSTING)
+    return read_answer(BILLING_STATUS, payload, drift, _status, name="data")
+
+
+def _status(body: Reader) -> AutopostingStatus:
+    plan_id = body.text("plan") or None
+    status_raw = body.text("status")
+    if status_raw is not None and status_raw.strip() and enum_key(status_raw) not in _STATUSES:
+        body.unknown_value("status")
+    billing_cycle = body.text("billingCycle")
+    if parse_interval(billing_cycle) is Interval.OTHER:
+        body.unknown_value("billingCycle")
     status = _subscription_status(
         status_raw,
-        suspended=suspended_at is not None,
-        trialing=optional_bool(body, "isTrialing", AUTOPOSTING),
-        cancelled=cancelled_at is not None,
+        suspended=body.present("suspendedAt"),
+        trialing=body.flag("isTrialing"),
+        cancelled=body.present("cancelledAt"),
     )
     subscription = Subscription(
         provider=AUTOPOSTING,
         status=status,
         status_raw=status_raw,
         plan_id=plan_id,
-        billing_cycle=optional_str(body, "billingCycle", AUTOPOSTING),
-        current_period_start=optional_datetime(body, "currentPeriodStart", AUTOPOSTING),
-        current_period_end=optional_datetime(body, "currentPeriodEnd", AUTOPOSTING),
-        trial_end=optional_datetime(body, "trialEnd", AUTOPOSTING),
-        cancelled_at=cancelled_at,
-        suspended_at=suspended_at,
-        pending_plan_id=optional_str(body, "pendingPlan", AUTOPOSTING) or None,
-        pending_change_at=optional_datetime(body, "pendingChangeDate", AUTOPOSTING),
-        raw=body,
+        billing_cycle=billing_cycle,
+        current_period_start=body.iso_datetime("currentPeriodStart"),
+        current_period_end=body.iso_datetime("currentPeriodEnd"),
+        trial_end=body.iso_datetime("trialEnd"),
+        cancelled_at=body.iso_datetime("cancelledAt"),
+        suspended_at=body.iso_datetime("suspendedAt"),
+        pending_plan_id=body.text("pendingPlan") or None,
+        pending_change_at=body.iso_datetime("pendingChangeDate"),
+        raw=body.raw,
     )
     return AutopostingStatus(
         plan_id=plan_id,
-        plan_name=optional_str(body, "planName", AUTOPOSTING),
+        plan_name=body.text("planName"),
         subscription=subscription,
         accounts_meter=_accounts_meter(body),
-        raw=body,
+        raw=body.raw,
     )
 
 
@@ -114,25 +185,29 @@ def _subscription_status(
     return SubscriptionStatus.OTHER
 
 
-def _accounts_meter(body: Json) -> UsageMeter | None:
-    """Social accounts: `accountLimit` -1 is unlimited; no meter when the limit is missing."""
-    limit = optional_number(body, "accountLimit", AUTOPOSTING)
+def _accounts_meter(body: Reader) -> UsageMeter | None:
+    """Social accounts: `accountLimit` -1 is unlimited. No meter when the limit is missing, or
+    when the limit or the number used is unusable (counted)."""
+    limit = body.number("accountLimit")
     if limit is None:
         return None
     unlimited = limit == -1
     if limit < 0 and not unlimited:
-        raise bad(AUTOPOSTING, "accountLimit", "must be -1 or not negative")
-    used = float(optional_number(body, "accountsUsed", AUTOPOSTING) or 0)
+        body.malformed("accountLimit")
+        return None
+    used = body.number("accountsUsed")
+    if used is None:
+        return None
     return UsageMeter(
         provider=AUTOPOSTING,
         feature_id="social_accounts",
-        used=used,
+        used=float(used),
         granted=None if unlimited else float(limit),
         remaining=None if unlimited else max(limit - used, 0.0),
         unlimited=unlimited,
         overage_allowed=False,
         resets_at=None,
-        raw=body,
+        raw=body.raw,
     )
 
 
@@ -200,19 +275,22 @@ def _status_plan(status: AutopostingStatus, plan_id: str) -> Plan:
     )
 
 
-def autoposting_credits_meter(payload: object) -> UsageMeter:
+def autoposting_credits_meter(payload: object, *, drift: DriftRecorder) -> UsageMeter:
     """The credit meter from /billing/credit-summary or either shape of /billing/credits.
 
-    `balance` is required everywhere and is always `remaining` (credits can be bought on top of
+    `balance` identifies the meter and is always `remaining` (credits can be bought on top of
     the allocation, so used may exceed granted). `granted` is `monthlyAllocation` when sent, else
     None (SDK shape, whose balance is in cents). `used` is, first that applies: `used`;
     `monthlyAllocation - balance`, not below 0; the sum of `recentUsage[].amount`; 0.
     Spending stops at a zero balance (402), so overage is never allowed.
     """
-    body = as_object(payload, AUTOPOSTING, "data")
-    balance = float(require_number(body, "balance", AUTOPOSTING))
-    allocation = optional_number(body, "monthlyAllocation", AUTOPOSTING)
-    used = optional_number(body, "used", AUTOPOSTING)
+    return read_answer(CREDIT_SUMMARY, payload, drift, _credits_meter, name="data")
+
+
+def _credits_meter(body: Reader) -> UsageMeter:
+    balance = float(body.key_number("balance"))
+    allocation = body.number("monthlyAllocation")
+    used = body.number("used")
     if used is None:
         used = max(allocation - balance, 0.0) if allocation is not None else _recent_usage(body)
     return UsageMeter(
@@ -223,25 +301,24 @@ def autoposting_credits_meter(payload: object) -> UsageMeter:
         remaining=balance,
         unlimited=False,
         overage_allowed=False,
-        resets_at=optional_datetime(body, "resetAt", AUTOPOSTING),
-        raw=body,
+        resets_at=body.iso_datetime("resetAt"),
+        raw=body.raw,
     )
 
 
-def _recent_usage(body: Json) -> float:
-    total = 0.0
-    for i, value in enumerate(optional_list(body, "recentUsage", AUTOPOSTING)):
-        entry = as_object(value, AUTOPOSTING, f"recentUsage[{i}]")
-        total += optional_number(entry, "amount", AUTOPOSTING, f"recentUsage[{i}]") or 0
-    return total
+def _recent_usage(body: Reader) -> float:
+    return float(sum(body.elements("recentUsage", lambda entry: entry.number("amount") or 0)))
 
 
-def autoposting_tokens_meter(payload: object) -> UsageMeter:
+def autoposting_tokens_meter(payload: object, *, drift: DriftRecorder) -> UsageMeter:
     """AI tokens used over the period /usage/tokens was asked for; no grant, no reset."""
-    body = as_object(payload, AUTOPOSTING, "data")
-    total = require_number(body, "total", AUTOPOSTING)
+    return read_answer(TOKEN_USAGE, payload, drift, _tokens_meter, name="data")
+
+
+def _tokens_meter(body: Reader) -> UsageMeter:
+    total = body.key_number("total")
     if not float(total).is_integer():
-        raise bad(AUTOPOSTING, "total", "must be an integer")
+        body.reject("total", "must be an integer")
     return UsageMeter(
         provider=AUTOPOSTING,
         feature_id="ai_tokens",
@@ -251,33 +328,42 @@ def autoposting_tokens_meter(payload: object) -> UsageMeter:
         unlimited=False,
         overage_allowed=False,
         resets_at=None,
-        raw=body,
+        raw=body.raw,
     )
 
 
-def autoposting_profile(payload: object) -> AutopostingProfile:
+def autoposting_profile(payload: object, *, drift: DriftRecorder) -> AutopostingProfile:
     """The organization behind the API key: `orgId`, falling back to `id`."""
-    body = as_object(payload, AUTOPOSTING, "data")
-    org_id = optional_str(body, "orgId", AUTOPOSTING) or optional_str(body, "id", AUTOPOSTING)
+    return read_answer(PROFILE, payload, drift, _profile, name="data")
+
+
+def _profile(body: Reader) -> AutopostingProfile:
+    # A malformed orgId fails rather than falling back: with a session, `id` is the user's.
+    org_id = body.key_str_or_none("orgId") or body.key_str_or_none("id")
     if not org_id:
-        raise bad(AUTOPOSTING, "orgId", "is missing")
-    return AutopostingProfile(
-        organization_id=org_id, name=optional_str(body, "name", AUTOPOSTING), raw=body
-    )
+        body.reject("orgId", "is missing")
+    return AutopostingProfile(organization_id=org_id, name=body.text("name"), raw=body.raw)
 
 
-def autoposting_checkout(payload: object, *, plan_id: str) -> CheckoutSession:
-    """A hosted checkout from `{checkoutUrl, sessionId}`; Autoposting names no account."""
-    body = as_object(payload, AUTOPOSTING, "data")
-    url = require_http_url(body, "checkoutUrl", AUTOPOSTING)
-    session_id = require_str(body, "sessionId", AUTOPOSTING)
-    if not session_id:
-        raise bad(AUTOPOSTING, "sessionId", "must not be empty")
+def autoposting_checkout(payload: object, *, plan_id: str, drift: DriftRecorder) -> CheckoutSession:
+    """A hosted checkout from `{checkoutUrl, sessionId}`; Autoposting names no account.
+
+    The checkout exists once Autoposting answered, so only its URL is required: without a usable
+    `sessionId` the session id is the one the URL carries, else None (never invented).
+    """
+    return read_answer(CHECKOUT, payload, drift, lambda body: _checkout(body, plan_id), name="data")
+
+
+def _checkout(body: Reader, plan_id: str) -> CheckoutSession:
+    url = body.key_url("checkoutUrl")
+    session_id = body.text("sessionId")
+    if session_id == "":
+        body.malformed("sessionId")
     return CheckoutSession(
         provider=AUTOPOSTING,
         account_id=None,
         plan_id=plan_id,
         url=url,
-        session_id=session_id,
-        raw=body,
+        session_id=session_id or session_id_from_url(url),
+        raw=body.raw,
     )
