@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import uvicorn
@@ -26,7 +28,7 @@ from gateway.sandbox import (
     start_sandbox,
 )
 from gateway.schema import build_schema, schema_sdl
-from gateway.settings import ConfigurationError, load_settings
+from gateway.settings import ConfigurationError, Settings, load_settings
 from gateway.telemetry.logs import LOG_FORMATS, configure_logging
 
 DEFAULT_HOST = "127.0.0.1"
@@ -176,13 +178,32 @@ def _serve(host: str, port: int, workers: int) -> int:
         port=port,
         workers=workers,
         proxy_headers=True,
-        # On SIGTERM: stop accepting, let requests in flight finish (then close the clients).
-        timeout_graceful_shutdown=settings.shutdown_timeout,
-        # Logging is configured above; the gateway writes its own access line.
-        log_config=None,
-        access_log=False,
+        **server_options(settings),
     )
     return 0
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options of `serve` and `demo`, from the settings.
+
+    uvicorn has no time limit on a request's headers or body (see README, "Security"): a
+    connection trickling them in is held until the client stops; put a proxy with header and
+    body timeouts in front (docs/replicas.md).
+    """
+    return {
+        # Per worker: while this many connections are open or requests running, a new request
+        # is answered 503 at once instead of queueing without bound.
+        "limit_concurrency": settings.max_concurrency,
+        # An idle kept-alive connection is closed after this long.
+        "timeout_keep_alive": settings.keep_alive_seconds,
+        # On SIGTERM: stop accepting, let requests in flight finish (then close the clients).
+        "timeout_graceful_shutdown": settings.shutdown_timeout,
+        # The gateway has no WebSocket endpoint: an upgrade is answered as plain HTTP.
+        "ws": "none",
+        # Logging is configured by `main`; the gateway writes its own access line.
+        "log_config": None,
+        "access_log": False,
+    }
 
 
 def demo_environ(
@@ -203,6 +224,23 @@ def demo_environ(
     }
 
 
+def demo_graphiql_headers(host: str, api_key: str | None) -> dict[str, str] | None:
+    """The headers the demo's GraphiQL page starts with: the published demo key, and only when
+    the gateway listens on loopback (anyone who can reach it there may read the banner too)."""
+    if api_key is None or not _is_loopback(host):
+        return None
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 async def _demo(host: str, port: int) -> int:
     gateway_url = f"http://{host}:{port}"
     async with start_sandbox() as sandbox:
@@ -210,18 +248,13 @@ async def _demo(host: str, port: int) -> int:
             os.environ, sandbox.almanac_url, sandbox.autoposting_url, gateway_url
         )
         settings = load_settings(environ)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(settings),
-                host=host,
-                port=port,
-                timeout_graceful_shutdown=settings.shutdown_timeout,
-                log_config=None,
-                access_log=False,
-            )
-        )
-        # Keys of the caller's own are not printed; the demo's own key is.
+        # Keys of the caller's own are not printed; the demo's own key is, and on a loopback
+        # address the GraphiQL page starts with it, so the plain address works as printed.
         api_key = DEMO_API_KEY if environ["GATEWAY_API_KEYS"] == DEMO_API_KEY else None
+        app = create_app(settings, graphiql_headers=demo_graphiql_headers(host, api_key))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, **server_options(settings))
+        )
         banner = _demo_banner(gateway_url, sandbox.almanac_url, sandbox.autoposting_url, api_key)
         print(banner, flush=True)
         await server.serve()

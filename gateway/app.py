@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import httpx
 
@@ -13,27 +14,37 @@ import httpx
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as RoutingError
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
-from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
 from strawberry.http.base import BaseRequestProtocol
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
+from strawberry.types.graphql import OperationType
 
 from gateway import jsonfast
 from gateway.checkout.idempotency import (
+    CheckoutLimits,
     IdempotencyStore,
     MemoryIdempotencyStore,
     ObservedIdempotencyStore,
 )
-from gateway.checkout.redis_store import RedisIdempotencyStore, open_redis, redis_check
+from gateway.checkout.redis_store import (
+    RedisIdempotencyStore,
+    open_redis,
+    redis_check,
+    warn_if_evicting,
+)
 from gateway.clients import Clients
 from gateway.context import Context, build_context
 from gateway.errors import ErrorCode
@@ -49,19 +60,30 @@ from gateway.http.guard import (
     preferred_media_type,
 )
 from gateway.http.health import Readiness, healthz, readyz, upstream_check
+from gateway.http.hosts import AllowedHostsMiddleware
 from gateway.http.persisted import PersistedOperations, PersistedQueryError
+from gateway.keys import FULL_SCOPE, NO_SCOPE, GatewayKey, Permission
 from gateway.provider import Provider
 from gateway.schema import build_schema
 from gateway.settings import Settings, load_settings
+from gateway.telemetry.drift import ContractDriftRecorder
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.observability import ObservabilityMiddleware, UpstreamRecorder
 from gateway.upstreams.redis_cache import RedisResponseCache
+from gateway.upstreams.stale import RedisStaleStore
+from gateway.upstreams.throttle import RedisRateLimits
 
 GRAPHQL_PATH = "/graphql"
 # Readiness probes: Autoposting's health endpoint; for Almanac, which has none, any answer of the
 # API's root (a 404 or 401 included) shows it reachable.
 AUTOPOSTING_HEALTH_PATH = "/health"
 ALMANAC_PROBE_PATH = "/v1/"
+# Arrays and objects nested deeper than this in a request's JSON (a POST body, GET's `variables`
+# and `extensions`) are refused while decoding: no operation needs more than a few levels, and
+# deep values would exhaust the stack of whatever walks them recursively.
+MAX_JSON_DEPTH = 64
+# What a POST may run (Strawberry's rule for the method).
+POST_OPERATION_TYPES = OperationType.from_http("POST")
 
 
 class State(TypedDict):
@@ -84,24 +106,37 @@ def _operation_tracing(settings: Settings) -> list[Callable[[], SchemaExtension]
 class GatewayGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI view with a context built for each request and JSON refusals."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, graphiql_headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(
             build_schema(settings, more=_operation_tracing(settings)),
             graphql_ide="graphiql" if settings.graphiql else None,
         )
         self.settings = settings
         # Served from the gateway's own vendored files: GraphiQL works with no internet access.
-        self.graphiql_page = GraphiQLPage((EXAMPLE_QUERY, EXAMPLE_MUTATION))
+        self.graphiql_page = GraphiQLPage(
+            (EXAMPLE_QUERY, EXAMPLE_MUTATION), headers=graphiql_headers
+        )
         self.persisted = PersistedOperations(
             settings.persisted_operations,
             persisted_only=settings.persisted_only,
             cache_size=settings.apq_cache_size,
         )
+        # The lean path (`answer_lean`) goes with compiled execution: off, both are today's.
+        self.lean = settings.compiled_execution
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        if self.lean and scope["method"] == "POST":
+            body = await _read_body(receive)
+            if body is None:  # the client went away
+                return
+            if await self.answer_lean(scope, body, send):
+                return
+            receive = _replayed(body, receive)
         request = Request(scope, receive)
         try:
             response = await self.run(request)
@@ -152,15 +187,76 @@ class GatewayGraphQL(GraphQL[Context, None]):
         sub_response: Response,
     ) -> Response:
         response = super().create_response(response_data, sub_response)
-        if isinstance(response_data, dict) and "data" not in response_data:
-            # Only application/graphql-response+json responses lose `data` (process_result).
-            internal = any(
-                isinstance(error, dict)
-                and (error.get("extensions") or {}).get("code") == ErrorCode.INTERNAL.value
-                for error in response_data.get("errors") or ()
-            )
-            response.status_code = 500 if internal else 400
+        if isinstance(response_data, dict):
+            response.status_code = _status(response_data, response.status_code)
         return response
+
+    async def answer_lean(self, scope: Scope, body: bytes, send: Send) -> bool:
+        """Answer a JSON POST of one operation with less Python than Strawberry's view: one
+        orjson parse, the schema's own `execute` (its caches, limits, plans, error formatting),
+        one orjson dump, one response. What the view would answer as it does here: the same
+        checks of the body, persisted operations, context, status codes and headers.
+
+        False, with nothing sent, for anything else (a batch, a malformed body, a streaming
+        Accept, a persisted-query refusal, an operation name or type the document refuses):
+        the view answers it, having done nothing the lean path did not undo.
+        """
+        try:
+            data = jsonfast.loads(body, max_depth=MAX_JSON_DEPTH)
+        except ValueError:
+            return False
+        if not isinstance(data, dict):
+            return False
+        query, variables = data.get("query"), data.get("variables")
+        name, extensions = data.get("operationName"), data.get("extensions")
+        if not (
+            isinstance(query, str | None)
+            and isinstance(variables, dict | None)
+            and isinstance(name, str | None)
+            and isinstance(extensions, dict | None)
+        ):
+            return False
+        headers = Headers(scope=scope)
+        if "application/json" not in headers.get(
+            "content-type", ""
+        ) or self._get_stream_transport_from_headers(headers):
+            return False
+        try:
+            query = self.persisted.document(query, extensions)
+        except PersistedQueryError:
+            return False
+        if not query:
+            return False
+        state = scope.get("state") or {}
+        context = self.context_of(headers, state.get("gateway_key"), state)
+        try:
+            result = await self.schema.execute(
+                query,
+                variable_values=variables,
+                context_value=context,
+                operation_name=name,
+                allowed_operation_types=POST_OPERATION_TYPES,
+                operation_extensions=extensions,
+            )
+        except (CannotGetOperationTypeError, InvalidOperationTypeError, MissingQueryError):
+            return False
+        response_data = process_result(result)
+        accept = preferred_media_type(headers.get("accept"))
+        if accept == GRAPHQL_RESPONSE_MEDIA_TYPE and not _executed(result):
+            response_data.pop("data", None)
+        payload = jsonfast.dumps(response_data)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": _status(response_data, 200),
+                "headers": [
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"content-type", b"application/json"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+        return True
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return self.graphiql_page.response(request)
@@ -171,9 +267,12 @@ class GatewayGraphQL(GraphQL[Context, None]):
 
     def decode_json(self, data: str | bytes) -> object:
         # Strawberry 0.341 answers 500 to a POST body that is not UTF-8, or is JSON but not an
-        # object or a list: refuse both as a malformed request. (Query-string values are str.)
+        # object or a list, or JSON that jsonfast refuses (a huge number, a lone surrogate, deep
+        # nesting): refuse each as a malformed request. (Query-string values are str.)
         try:
-            value = jsonfast.loads(data)
+            value = jsonfast.loads(data, max_depth=MAX_JSON_DEPTH)
+        except jsonfast.JSONRefusedError as exc:
+            raise HTTPException(400, f"The request's JSON is refused: {exc}.") from None
         except UnicodeDecodeError:
             raise HTTPException(400, "Unable to parse request body as JSON") from None
         if isinstance(data, bytes) and not isinstance(value, dict | list):
@@ -186,12 +285,67 @@ class GatewayGraphQL(GraphQL[Context, None]):
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
+        # The key the guard accepted; with keys configured and none accepted (the GraphiQL page,
+        # which runs no operation), the caller may do nothing.
+        key: GatewayKey | None = getattr(request.state, "gateway_key", None)
+        return self.context_of(
+            request.headers,
+            key,
+            {"clients": request.state.clients, "idempotency": request.state.idempotency},
+        )
+
+    def context_of(
+        self, headers: Mapping[str, str], key: GatewayKey | None, state: Mapping[str, Any]
+    ) -> Context:
+        """The context of a request with these headers and the key the guard accepted, over the
+        app's `state` (its clients and idempotency store)."""
         return build_context(
             self.settings,
-            request.state.clients,
-            request.headers,
-            idempotency=request.state.idempotency,
+            state["clients"],
+            headers,
+            idempotency=state["idempotency"],
+            gateway_key=key,
+            scope=key.scope if key else NO_SCOPE if self.settings.api_keys else FULL_SCOPE,
         )
+
+
+def _status(response_data: GraphQLHTTPResponse, status: int) -> int:
+    """The status of a response: a request error without `data` (only in
+    application/graphql-response+json, see `process_result`) is a 400, or a 500 when internal."""
+    if "data" in response_data:
+        return status
+    internal = any(
+        isinstance(error, dict)
+        and (error.get("extensions") or {}).get("code") == ErrorCode.INTERNAL.value
+        for error in response_data.get("errors") or ()
+    )
+    return 500 if internal else 400
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body (the guard has bounded it), or None if the client went away."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replayed(body: bytes, receive: Receive) -> Receive:
+    """A `receive` handing over `body` whole, then deferring to the server (for disconnects)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 def _prefers_graphql_response(request: Request) -> bool:
@@ -212,16 +366,26 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "Unexpected error.", ErrorCode.INTERNAL)
 
 
+async def routing_error(request: Request, exc: Exception) -> Response:
+    """The router's refusals (no such path: 404; a method a route does not answer: 405), in the
+    shape of every other error."""
+    assert isinstance(exc, RoutingError)
+    code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.INVALID_QUERY
+    return error_response(exc.status_code, exc.detail, code, headers=exc.headers)
+
+
 def create_app(
     settings: Settings,
     *,
     transports: Mapping[Provider, httpx.AsyncBaseTransport] | None = None,
     idempotency: IdempotencyStore | None = None,
+    graphiql_headers: Mapping[str, str] | None = None,
 ) -> Starlette:
     """The gateway for `settings`; `transports` replaces the network to the upstreams.
 
     `idempotency` keeps checkout idempotency keys (a store shared by several processes, say);
-    by default an in-memory store of this app.
+    by default an in-memory store of this app. `graphiql_headers` are written into the GraphiQL
+    page for its editor to start with: only `demo` passes them (its published key, on loopback).
     """
 
     metrics = Metrics()
@@ -232,7 +396,16 @@ def create_app(
         # the response cache when the settings cache any answer (else the clients ignore it).
         redis = open_redis(settings.redis_url) if settings.redis_url else None
         cache = None if redis is None else RedisResponseCache(redis)
-        clients = Clients.create(settings, transports, cache=cache)
+        # Throttled credentials and the last good billing answers: shared too, with Redis.
+        clients = Clients.create(
+            settings,
+            transports,
+            cache=cache,
+            drift=ContractDriftRecorder(metrics),
+            rate_limits=None if redis is None else RedisRateLimits(redis),
+            stale_store=None if redis is None else RedisStaleStore(redis),
+        )
+        clients.stale.observer = metrics.stale_answer
         upstreams = (clients.almanac, clients.autoposting)
         recorder = UpstreamRecorder(metrics)
         for client in upstreams:
@@ -244,9 +417,15 @@ def create_app(
             tracing.configure_tracer_provider()
             tracing.instrument_clients(upstreams)
         timeout = settings.ready_timeout
-        shared = None if redis is None else RedisIdempotencyStore(redis, settings.idempotency_ttl)
+        limits = CheckoutLimits.of(settings)
+        shared = None
+        if redis is not None:
+            await warn_if_evicting(redis)
+            shared = RedisIdempotencyStore(redis, settings.idempotency_ttl, limits=limits)
         store = ObservedIdempotencyStore(
-            idempotency or shared or MemoryIdempotencyStore(settings.idempotency_ttl),
+            idempotency
+            or shared
+            or MemoryIdempotencyStore(settings.idempotency_ttl, limits=limits),
             on_reserve=lambda result: metrics.idempotency.labels(result).inc(),
         )
         readiness = Readiness(
@@ -262,29 +441,41 @@ def create_app(
             cache_seconds=settings.ready_cache_seconds,
             on_result=lambda name, ok: metrics.ready.labels(name).set(1 if ok else 0),
         )
+        # What exists once started (modules, the schema) is never garbage: a full collection
+        # that walked it held the event loop 125-150 ms, past /healthz's 100 ms (bench/limits.py).
+        gc.freeze()
         try:
             yield {"clients": clients, "idempotency": store, "readiness": readiness}
         finally:
+            gc.unfreeze()
             await clients.aclose()
             if redis is not None:
                 await redis.aclose()
 
     async def home(request: Request) -> Response:
-        return RedirectResponse(GRAPHQL_PATH)
+        # A relative URL: never built from the Host header, which the caller chooses.
+        return RedirectResponse(request.scope.get("root_path", "") + GRAPHQL_PATH)
 
     metrics_keys = ApiKeys(() if settings.metrics_open else settings.api_keys)
 
     async def metrics_endpoint(request: Request) -> Response:
-        if metrics_keys and not metrics_keys.accepts(request.headers.get("authorization")):
+        key = metrics_keys.match(request.headers.get("authorization")) if metrics_keys else None
+        if metrics_keys and key is None:
             return error_response(
                 401,
                 "A gateway key is required: send Authorization: Bearer <key>.",
                 ErrorCode.UNAUTHENTICATED,
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        if key is not None and not key.scope.permits(Permission.METRICS_READ):
+            return error_response(
+                403,
+                f"This gateway key may not read metrics: it lacks {Permission.METRICS_READ.value}.",
+                ErrorCode.NOT_ALLOWED,
+            )
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    graphql = GatewayGraphQL(settings)
+    graphql = GatewayGraphQL(settings, graphiql_headers=graphiql_headers)
     guarded = GraphQLGuard(
         graphql,
         api_keys=settings.api_keys,
@@ -296,24 +487,39 @@ def create_app(
         # Outermost: every answer, CORS refusals included, carries and logs its request id.
         Middleware(ObservabilityMiddleware, metrics=metrics, graphql_path=GRAPHQL_PATH),
         *(
+            [
+                Middleware(
+                    AllowedHostsMiddleware,
+                    allowed_hosts=settings.allowed_hosts,
+                    exempt_paths=("/healthz", "/readyz"),
+                )
+            ]
+            if settings.allowed_hosts
+            else []
+        ),
+        *(
             [Middleware(JSONCORSMiddleware, **cors_options(settings.cors_origins))]
             if settings.cors_origins
             else []
         ),
     ]
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", home),
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
+            Route("/readyz", readyz(settings.api_keys), methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route(GRAPHQL_PATH, guarded),
             assets_route(enabled=settings.graphiql),
         ],
         middleware=middleware,
-        exception_handlers={Exception: internal_error},
+        exception_handlers={Exception: internal_error, RoutingError: routing_error},
         lifespan=lifespan,
     )
+    # Starlette answers `/graphql/` with a redirect to an absolute URL built from the Host header
+    # (a caller's choice): unknown paths are 404 instead.
+    app.router.redirect_slashes = False
+    return app
 
 
 def create_app_from_environ() -> Starlette:

@@ -1,5 +1,5 @@
-"""What lives as long as the app: the upstream clients, and the models normalized from the
-answers they share between requests."""
+"""What lives as long as the app: the upstream clients, the models normalized from the answers
+they share between requests, and the recorder of the contract drift those answers show."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 if TYPE_CHECKING:
     import httpx
 
+from gateway.normalize import DriftRecorder
 from gateway.provider import Provider
 from gateway.settings import Settings
 from gateway.upstreams import AlmanacClient, AutopostingClient
 from gateway.upstreams.reuse import CachePolicy, MemoryResponseCache, ResponseCache
+from gateway.upstreams.stale import MemoryStaleStore, StaleIfError, StaleStore
+from gateway.upstreams.throttle import MemoryRateLimits, RateLimits
 
 V = TypeVar("V")
 
@@ -57,12 +60,16 @@ class NormalizedAnswers:
 
 @dataclass(frozen=True, slots=True)
 class Clients:
-    """The upstream clients, shared by all requests for the life of the app, and the models
-    normalized from the answers they share between requests."""
+    """The upstream clients, shared by all requests for the life of the app, the models
+    normalized from the answers they share between requests, and where the drift found while
+    normalizing goes (each normalization reports its own: a shared answer counts once)."""
 
     almanac: AlmanacClient
     autoposting: AutopostingClient
+    drift: DriftRecorder
     normalized: NormalizedAnswers = field(default_factory=lambda: NormalizedAnswers())
+    # The last good billing answers, served when a provider is down (off unless configured).
+    stale: StaleIfError = field(default_factory=StaleIfError)
 
     @classmethod
     def create(
@@ -71,10 +78,16 @@ class Clients:
         transports: Mapping[Provider, httpx.AsyncBaseTransport] | None = None,
         *,
         cache: ResponseCache | None = None,
+        drift: DriftRecorder,
+        rate_limits: RateLimits | None = None,
+        stale_store: StaleStore | None = None,
     ) -> Clients:
         """Clients for both providers; `transports` replaces the network (tests, benchmarks),
         `cache` the in-process cache of upstream answers (a shared one: `RedisResponseCache`).
-        Either is used only when the settings cache some answers."""
+        Either is used only when the settings cache some answers. `drift` receives the contract
+        drift of every answer normalized. `rate_limits` keeps the credentials a 429 throttles and
+        `stale_store` the last good billing answers (shared ones: in Redis); by default in this
+        process, the latter only when the settings turn stale-if-error on."""
         transports = transports or {}
         policy = CachePolicy(
             state_seconds=settings.cache_seconds, usage_seconds=settings.cache_usage_seconds
@@ -86,13 +99,23 @@ class Clients:
             "coalesce": settings.coalesce,
             "cache": cache,
             "cache_policy": policy,
+            # One store for both clients: its keys name the provider.
+            "rate_limits": rate_limits or MemoryRateLimits(),
         }
+        if stale_store is None and settings.stale_if_error_seconds > 0:
+            stale_store = MemoryStaleStore(max_bytes=settings.stale_max_bytes)
         return cls(
             almanac=AlmanacClient(
                 settings.almanac, transport=transports.get(Provider.ALMANAC), **common
             ),
             autoposting=AutopostingClient(
                 settings.autoposting, transport=transports.get(Provider.AUTOPOSTING), **common
+            ),
+            drift=drift,
+            stale=StaleIfError(
+                stale_store,
+                seconds=settings.stale_if_error_seconds,
+                usage=settings.stale_if_error_usage,
             ),
         )
 

@@ -4,13 +4,14 @@ credentials."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import strawberry
 
 from gateway.checkout.idempotency import IdempotencyStore, digest
 from gateway.clients import Clients
 from gateway.errors import InvalidInput, MissingCredentials
+from gateway.keys import FULL_SCOPE, GatewayKey, KeyScope, Permission
 from gateway.loaders import Loaders
 from gateway.provider import Provider
 from gateway.settings import ConfigurationError, Credential, Settings
@@ -36,7 +37,11 @@ class Context:
     idempotency: IdempotencyStore
     # A digest of the caller's gateway key (`Authorization: Bearer ...`), if one was presented.
     caller: str | None = None
-    accounts_seen: set[tuple[Provider, str | None]] = field(default_factory=set)
+    # The gateway key the guard accepted (None: none is configured) and what it may do.
+    gateway_key: GatewayKey | None = None
+    scope: KeyScope = FULL_SCOPE
+    # Accounts asked for so far, every one counted (the same account twice is two).
+    accounts_asked: int = 0
 
     def credential(self, provider: Provider) -> Credential:
         """The request's own credential for `provider`, else the configured service credential."""
@@ -47,7 +52,9 @@ class Context:
                 return Credential(raw)
             except ConfigurationError:
                 raise MissingCredentials(
-                    f"The {header} header is empty or malformed.", provider=provider
+                    f"The {header} header is empty or malformed: it must be a token of visible "
+                    "ASCII characters.",
+                    provider=provider,
                 ) from None
         configured = self.settings.upstream(provider).credential
         if configured is None:
@@ -56,18 +63,29 @@ class Context:
             )
         return configured
 
-    def account(self, provider: Provider, account_id: str | None) -> AccountRef:
-        """A checked reference to an account, counted against the per-request account limit."""
+    def permit(self, permission: Permission, provider: Provider) -> None:
+        """Raise `OutOfScope` unless the caller's gateway key holds `permission`."""
+        self.scope.require(permission, provider)
+
+    def account(
+        self,
+        provider: Provider,
+        account_id: str | None,
+        permission: Permission = Permission.BILLING_READ,
+    ) -> AccountRef:
+        """A checked reference to an account for `permission`, within the gateway key's scope
+        (else `OutOfScope`) and counted against the per-request account limit.
+
+        The limit is checked before execution (gateway/schema/limits.py), every entry counted,
+        duplicates included; this count, made the same way, is the backstop."""
         account_id = check_account_id(provider, account_id)
-        key = (provider, account_id)
-        if key not in self.accounts_seen:
-            if len(self.accounts_seen) >= self.settings.max_accounts_per_request:
-                raise InvalidInput(
-                    f"A request may ask for at most {self.settings.max_accounts_per_request} "
-                    "accounts.",
-                    field="accountId",
-                )
-            self.accounts_seen.add(key)
+        self.scope.check(provider, account_id, permission)
+        if self.accounts_asked >= self.settings.max_accounts_per_request:
+            raise InvalidInput(
+                f"A request may ask for at most {self.settings.max_accounts_per_request} accounts.",
+                field="accountId",
+            )
+        self.accounts_asked += 1
         return AccountRef(provider, account_id, self.credential(provider))
 
 
@@ -77,10 +95,13 @@ def build_context(
     headers: Mapping[str, str],
     *,
     idempotency: IdempotencyStore,
+    gateway_key: GatewayKey | None = None,
+    scope: KeyScope | None = None,
 ) -> Context:
     """A fresh context for one request, with loaders that live only as long as it.
 
-    `clients` and `idempotency` are the app's own, shared by all its requests.
+    `clients` and `idempotency` are the app's own, shared by all its requests. `scope` is what
+    the caller may do: by default `gateway_key`'s, or everything when no key is given.
     """
     return Context(
         settings=settings,
@@ -93,6 +114,10 @@ def build_context(
         },
         idempotency=idempotency,
         caller=caller_digest(headers.get("authorization")),
+        gateway_key=gateway_key,
+        scope=scope
+        if scope is not None
+        else (gateway_key.scope if gateway_key is not None else FULL_SCOPE),
     )
 
 

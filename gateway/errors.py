@@ -6,7 +6,9 @@ caller (never an upstream body, a URL with its query or a credential)::
     GatewayError                      code
     ├── InvalidInput                  INVALID_INPUT        bad arguments, caught before any call
     │   └── IdempotencyConflict       IDEMPOTENCY_CONFLICT a reused key with other input
+    ├── CheckoutLimitReached          CHECKOUT_LIMITED     a checkout rate or key quota is full
     ├── MissingCredentials            UNAUTHENTICATED      no credential for a provider
+    ├── OutOfScope                    NOT_ALLOWED          beyond the caller's gateway key scope
     └── UpstreamError                 (per leaf)           a provider answered badly or not at all
         ├── UpstreamUnauthorized      UNAUTHENTICATED      401
         ├── UpstreamForbidden         NOT_ALLOWED          403 (and Almanac manage.allowed false)
@@ -38,6 +40,7 @@ class ErrorCode(enum.Enum):
 
     INVALID_INPUT = "INVALID_INPUT"
     IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+    CHECKOUT_LIMITED = "CHECKOUT_LIMITED"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     NOT_ALLOWED = "NOT_ALLOWED"
     BILLING_SUSPENDED = "BILLING_SUSPENDED"
@@ -98,10 +101,48 @@ class IdempotencyConflict(InvalidInput):
     code = ErrorCode.IDEMPOTENCY_CONFLICT
 
 
+class CheckoutLimit(enum.Enum):
+    """Which limit refused a checkout (`CheckoutLimitReached.limit`)."""
+
+    CALLER_RATE = "caller_rate"
+    CALLER_KEYS = "caller_keys"
+    CREDENTIAL_KEYS = "credential_keys"
+    KEY_CAPACITY = "key_capacity"
+
+
+class CheckoutLimitReached(GatewayError):
+    """A checkout refused by one of the gateway's own limits before anything was sent upstream.
+
+    Retryable: `retry_after` is when the limit will have room (a rate token, or the expiry of the
+    oldest live idempotency key counted against the quota).
+    """
+
+    code = ErrorCode.CHECKOUT_LIMITED
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: CheckoutLimit,
+        retry_after: float,
+        provider: Provider | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.limit = limit
+        self.retry_after = retry_after
+
+
 class MissingCredentials(GatewayError):
     """Neither the request nor the configuration holds a credential for the provider."""
 
     code = ErrorCode.UNAUTHENTICATED
+
+
+class OutOfScope(GatewayError):
+    """The caller's gateway key may not reach this provider or account, or do this."""
+
+    code = ErrorCode.NOT_ALLOWED
 
 
 class UpstreamError(GatewayError):

@@ -9,15 +9,21 @@ Loader contract
   per request however many fields, aliases or fragments ask for it.
 - All keys of a batch are fetched concurrently, one upstream call each (neither provider has a
   batch endpoint); a failure rejects only its own key, with an exception of `gateway.errors`.
+- Each read goes through the app's stale-if-error policy (`upstreams.stale`): when the provider
+  is down, a key may get the last good answer of the same account and credential instead, and
+  `freshness[key]` says when what the key got was fetched and which failure it stands in for.
+  A live answer is kept only once it normalized.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from aiodataloader import DataLoader
 
@@ -27,23 +33,41 @@ from gateway.models import (
     AlmanacBilling,
     AutopostingBilling,
     AutopostingProfile,
+    Freshness,
     UsageMeter,
 )
+from gateway.normalize import DriftRecorder
 from gateway.provider import Provider
 from gateway.settings import Credential, Settings
 from gateway.sources import AccountSource, AlmanacAccounts, AlmanacKey, AutopostingAccounts
 from gateway.upstreams import AlmanacClient, AutopostingClient
+from gateway.upstreams.stale import Served, StaleIfError, stale_key
+
+logger = logging.getLogger("gateway.loaders")
 
 K = TypeVar("K")
 V = TypeVar("V")
 
 
 class ConcurrentLoader(DataLoader[K, V], Generic[K, V]):
-    """A loader whose batch fetches every key with its own call, all at once."""
+    """A loader whose batch fetches every key with its own call, all at once, each through the
+    stale-if-error policy (`fetch`)."""
+
+    # What the loader reads: the provider and a resource name (stale-if-error keys and metrics),
+    # and whether it is a usage meter (served stale only when the policy includes usage).
+    provider: ClassVar[Provider]
+    resource: ClassVar[str]
+    usage: ClassVar[bool] = False
+
+    def __init__(self, *, stale: StaleIfError | None = None) -> None:
+        super().__init__()
+        self.stale = stale or StaleIfError()
+        self.freshness: dict[K, Freshness] = {}
+        self._reads: dict[K, tuple[str, Served]] = {}
 
     async def batch_load_fn(self, keys: Sequence[K]) -> list[V]:
         results = await asyncio.gather(
-            *(self.load_one(key) for key in keys), return_exceptions=True
+            *(self._load_settled(key) for key in keys), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
@@ -53,7 +77,54 @@ class ConcurrentLoader(DataLoader[K, V], Generic[K, V]):
 
     @abstractmethod
     async def load_one(self, key: K) -> V:
-        """Fetch and normalize one key."""
+        """Fetch (with `fetch`) and normalize one key."""
+
+    async def fetch(
+        self,
+        key: K,
+        call: Callable[[], Awaitable[object]],
+        *,
+        account: str | None,
+        credential: Credential,
+    ) -> object:
+        """`call()`'s answer for `key`, or the last good one when the provider is down."""
+        where = stale_key(self.provider.value, self.resource, account, credential)
+        served = await self.stale.read(where, call, usage=self.usage)
+        self._reads[key] = (where, served)
+        return served.value
+
+    def withheld_usage(self, key: K) -> Exception | None:
+        """The failure to answer instead of usage meters read from `key`'s answer: when that
+        answer is a stale one and the policy serves usage meters live only."""
+        freshness = self.freshness.get(key)
+        if freshness is None or freshness.failure is None or self.stale.usage:
+            return None
+        return freshness.failure
+
+    async def _load_settled(self, key: K) -> V:
+        try:
+            value = await self.load_one(key)
+        except Exception:
+            read = self._reads.pop(key, None)
+            if read is not None and read[1].failure is not None:
+                # A kept answer this gateway can no longer read: the failure it stood in for.
+                logger.warning("a stale %s answer did not normalize", self.resource)
+                raise read[1].failure from None
+            raise
+        read = self._reads.pop(key, None)
+        if read is not None:
+            where, served = read
+            self.freshness[key] = Freshness(
+                datetime.fromtimestamp(served.fetched_at, UTC), served.failure
+            )
+            await self.stale.settle(
+                where,
+                served,
+                provider=self.provider.value,
+                resource=self.resource,
+                usage=self.usage,
+            )
+        return value
 
     async def get(self, key: K) -> V:
         """`load(key)`, typed."""
@@ -64,27 +135,43 @@ class ConcurrentLoader(DataLoader[K, V], Generic[K, V]):
 class AlmanacBillingByOrganizationLoader(ConcurrentLoader[AlmanacKey, AlmanacBilling]):
     """Almanac billing state (plans, usage, manage) per organization."""
 
+    provider = Provider.ALMANAC
+    resource = "billing"
+
     def __init__(
-        self, client: AlmanacClient, *, currency: str, normalized: NormalizedAnswers
+        self,
+        client: AlmanacClient,
+        *,
+        currency: str,
+        normalized: NormalizedAnswers,
+        drift: DriftRecorder,
+        stale: StaleIfError | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(stale=stale)
         self.client = client
         self.currency = currency
         self.normalized = normalized
+        self.drift = drift
 
     async def load_one(self, key: AlmanacKey) -> AlmanacBilling:
-        payload = await self.client.get_billing_state(
-            key.organization_id, credential=key.credential
+        payload = await self.fetch(
+            key,
+            lambda: self.client.get_billing_state(key.organization_id, credential=key.credential),
+            account=key.organization_id,
+            credential=key.credential,
         )
         return self.normalized.get(
             "almanac billing",
             payload,
-            lambda: normalize.almanac_billing(payload, currency=self.currency),
+            lambda: normalize.almanac_billing(payload, currency=self.currency, drift=self.drift),
         )
 
 
 class AutopostingBillingByCredentialLoader(ConcurrentLoader[Credential, AutopostingBilling]):
     """Autoposting billing status, with the configured plan catalog applied, per API key."""
+
+    provider = Provider.AUTOPOSTING
+    resource = "billing_status"
 
     def __init__(
         self,
@@ -93,18 +180,26 @@ class AutopostingBillingByCredentialLoader(ConcurrentLoader[Credential, Autopost
         catalog: Sequence[Mapping[str, Any]],
         currency: str,
         normalized: NormalizedAnswers,
+        drift: DriftRecorder,
+        stale: StaleIfError | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(stale=stale)
         self.client = client
         self.catalog = catalog
         self.currency = currency
         self.normalized = normalized
+        self.drift = drift
 
     async def load_one(self, key: Credential) -> AutopostingBilling:
-        payload = await self.client.get_billing_status(credential=key)
+        payload = await self.fetch(
+            key,
+            lambda: self.client.get_billing_status(credential=key),
+            account=None,
+            credential=key,
+        )
 
         def billing() -> AutopostingBilling:
-            status = normalize.autoposting_status(payload)
+            status = normalize.autoposting_status(payload, drift=self.drift)
             plans = normalize.autoposting_plans(self.catalog, status, currency=self.currency)
             return AutopostingBilling(status=status, plans=plans)
 
@@ -114,48 +209,100 @@ class AutopostingBillingByCredentialLoader(ConcurrentLoader[Credential, Autopost
 class AutopostingCreditsByCredentialLoader(ConcurrentLoader[Credential, UsageMeter]):
     """The Autoposting credits meter per API key."""
 
-    def __init__(self, client: AutopostingClient, *, normalized: NormalizedAnswers) -> None:
-        super().__init__()
+    provider = Provider.AUTOPOSTING
+    resource = "credits"
+    usage = True
+
+    def __init__(
+        self,
+        client: AutopostingClient,
+        *,
+        normalized: NormalizedAnswers,
+        drift: DriftRecorder,
+        stale: StaleIfError | None = None,
+    ) -> None:
+        super().__init__(stale=stale)
         self.client = client
         self.normalized = normalized
+        self.drift = drift
 
     async def load_one(self, key: Credential) -> UsageMeter:
-        payload = await self.client.get_credit_summary(credential=key)
+        payload = await self.fetch(
+            key,
+            lambda: self.client.get_credit_summary(credential=key),
+            account=None,
+            credential=key,
+        )
         return self.normalized.get(
-            "autoposting credits", payload, lambda: normalize.autoposting_credits_meter(payload)
+            "autoposting credits",
+            payload,
+            lambda: normalize.autoposting_credits_meter(payload, drift=self.drift),
         )
 
 
 class AutopostingTokensByCredentialLoader(ConcurrentLoader[Credential, UsageMeter]):
     """The Autoposting AI-token meter per API key, over the configured period."""
 
+    provider = Provider.AUTOPOSTING
+    resource = "tokens"
+    usage = True
+
     def __init__(
-        self, client: AutopostingClient, *, period: str, normalized: NormalizedAnswers
+        self,
+        client: AutopostingClient,
+        *,
+        period: str,
+        normalized: NormalizedAnswers,
+        drift: DriftRecorder,
+        stale: StaleIfError | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(stale=stale)
         self.client = client
         self.period = period
         self.normalized = normalized
+        self.drift = drift
 
     async def load_one(self, key: Credential) -> UsageMeter:
-        payload = await self.client.get_token_usage(period=self.period, credential=key)
+        payload = await self.fetch(
+            key,
+            lambda: self.client.get_token_usage(period=self.period, credential=key),
+            account=self.period,  # the meter of this period
+            credential=key,
+        )
         return self.normalized.get(
-            "autoposting tokens", payload, lambda: normalize.autoposting_tokens_meter(payload)
+            "autoposting tokens",
+            payload,
+            lambda: normalize.autoposting_tokens_meter(payload, drift=self.drift),
         )
 
 
 class AutopostingProfileByCredentialLoader(ConcurrentLoader[Credential, AutopostingProfile]):
     """The organization behind each Autoposting API key."""
 
-    def __init__(self, client: AutopostingClient, *, normalized: NormalizedAnswers) -> None:
-        super().__init__()
+    provider = Provider.AUTOPOSTING
+    resource = "profile"
+
+    def __init__(
+        self,
+        client: AutopostingClient,
+        *,
+        normalized: NormalizedAnswers,
+        drift: DriftRecorder,
+        stale: StaleIfError | None = None,
+    ) -> None:
+        super().__init__(stale=stale)
         self.client = client
         self.normalized = normalized
+        self.drift = drift
 
     async def load_one(self, key: Credential) -> AutopostingProfile:
-        payload = await self.client.get_profile(credential=key)
+        payload = await self.fetch(
+            key, lambda: self.client.get_profile(credential=key), account=None, credential=key
+        )
         return self.normalized.get(
-            "autoposting profile", payload, lambda: normalize.autoposting_profile(payload)
+            "autoposting profile",
+            payload,
+            lambda: normalize.autoposting_profile(payload, drift=self.drift),
         )
 
 
@@ -176,6 +323,8 @@ class Loaders:
             self._clients.almanac,
             currency=self._settings.almanac.currency,
             normalized=self._clients.normalized,
+            drift=self._clients.drift,
+            stale=self._clients.stale,
         )
 
     @cached_property
@@ -185,12 +334,17 @@ class Loaders:
             catalog=self._settings.autoposting_plans,
             currency=self._settings.autoposting.currency,
             normalized=self._clients.normalized,
+            drift=self._clients.drift,
+            stale=self._clients.stale,
         )
 
     @cached_property
     def autoposting_credits(self) -> AutopostingCreditsByCredentialLoader:
         return AutopostingCreditsByCredentialLoader(
-            self._clients.autoposting, normalized=self._clients.normalized
+            self._clients.autoposting,
+            normalized=self._clients.normalized,
+            drift=self._clients.drift,
+            stale=self._clients.stale,
         )
 
     @cached_property
@@ -199,12 +353,17 @@ class Loaders:
             self._clients.autoposting,
             period=self._settings.autoposting_tokens_period,
             normalized=self._clients.normalized,
+            drift=self._clients.drift,
+            stale=self._clients.stale,
         )
 
     @cached_property
     def autoposting_profiles(self) -> AutopostingProfileByCredentialLoader:
         return AutopostingProfileByCredentialLoader(
-            self._clients.autoposting, normalized=self._clients.normalized
+            self._clients.autoposting,
+            normalized=self._clients.normalized,
+            drift=self._clients.drift,
+            stale=self._clients.stale,
         )
 
     def source(self, provider: Provider) -> AccountSource:

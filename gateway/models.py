@@ -13,6 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from gateway.errors import UpstreamError
 from gateway.provider import Provider
 
 Raw = Mapping[str, Any]
@@ -139,7 +140,7 @@ class AlmanacBilling:
     organization_id: str
     plans: tuple[Plan, ...]
     usage: tuple[UsageMeter, ...]
-    manage: ManagePermission
+    manage: ManagePermission | None  # None: Almanac's answer did not say (contract drift)
     raw: Raw = field(compare=False, repr=False)
 
 
@@ -208,3 +209,23 @@ class CheckoutPreview:
     hosted_checkout_required: bool
     checkout_type: str | None
     raw: Raw = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """When an answer was fetched from its provider, and the failure it stands in for when it is
+    the last good answer served instead of a failed read (stale-if-error); None: a live read."""
+
+    fetched_at: datetime
+    failure: UpstreamError | None = field(default=None, compare=False)
+
+    @property
+    def stale(self) -> bool:
+        """Whether the answer stands in for a failed read."""
+        return self.failure is not None
+
+    def older(self, other: Freshness) -> Freshness:
+        """The staler of the two: the one standing in for a failure, else the one fetched first."""
+        if self.stale != other.stale:
+            return self if self.stale else other
+        return self if self.fetched_at <= other.fetched_at else other

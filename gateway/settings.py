@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from starlette.config import Config
 
 from gateway.http.persisted import DEFAULT_APQ_CACHE_SIZE, ManifestError, read_manifest
+from gateway.keys import GatewayKey, KeyFileError, distinct_keys, plain_keys, read_key_file
 from gateway.provider import Provider
 
 T = TypeVar("T")
@@ -37,16 +38,41 @@ DEFAULT_BREAKER_RESET = 30.0
 DEFAULT_RETRY_BUDGET_RATIO = 0.2
 DEFAULT_RETRY_BUDGET_MIN_PER_SECOND = 1.0
 DEFAULT_IDEMPOTENCY_TTL = 24 * 3600.0
+# Live (unexpired) idempotency keys: at most this many in the store, per caller (gateway key) and
+# per upstream credential. A full quota refuses new keys; a live key is never evicted. Keep
+# max keys >= gateway keys x keys per caller, so that no caller can fill the store for another.
+# A live key holds about 1.3 KB in process memory, 1.5 KB in Redis.
+DEFAULT_IDEMPOTENCY_MAX_KEYS = 20_000
+DEFAULT_IDEMPOTENCY_KEYS_PER_CALLER = 5_000
+DEFAULT_IDEMPOTENCY_KEYS_PER_CREDENTIAL = 1_000
+# startCheckout calls per gateway key: this many a minute on average, up to the burst at once.
+DEFAULT_CHECKOUT_RATE_PER_MINUTE = 60
+DEFAULT_CHECKOUT_BURST = 20
 DEFAULT_MAX_QUERY_DEPTH = 10
 DEFAULT_MAX_ALIASES = 30
 DEFAULT_MAX_TOKENS = 2000
+# Fields a document expands to (fragments included), pairs of fields validation must compare, and
+# the estimated cost of an operation (accounts x fields per account): gateway/schema/limits.py;
+# README "Security" says how they were chosen.
+DEFAULT_MAX_FIELDS = 500
+DEFAULT_MAX_MERGE_PAIRS = 1000
+DEFAULT_MAX_QUERY_COST = 1000
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+# Named, scoped gateway keys (gateway/keys.py); none by default.
+DEFAULT_API_KEYS_FILE = ""
 DEFAULT_AUTOPOSTING_TOKENS_PERIOD = "30d"
 # /readyz probes each upstream at most once per this many seconds, each within the timeout.
 DEFAULT_READY_CACHE_SECONDS = 5.0
 DEFAULT_READY_TIMEOUT = 2.0
 # `serve`: on SIGTERM, requests in flight get this long to finish before they are cancelled.
 DEFAULT_SHUTDOWN_TIMEOUT = 10
+# `serve`, per worker process: requests (and open connections) past this many answer 503, so a
+# burst sheds load instead of growing without bound (each one may hold a 64 KiB body and fan out to
+# 25 accounts; the upstream pools hold 100 connections per provider); and an idle kept-alive
+# connection is closed after this many seconds (uvicorn's default; keep it above the idle timeout
+# of a proxy that reuses connections, or the proxy's below it).
+DEFAULT_MAX_CONCURRENCY = 1000
+DEFAULT_KEEP_ALIVE_SECONDS = 5
 # Upstream connections per provider (a pool kept alive), and reuse of upstream answers
 # (gateway/upstreams/reuse.py): coalescing of identical GETs in flight (on; never across
 # credentials), and a cache (off by default).
@@ -55,6 +81,18 @@ DEFAULT_COALESCE = True
 DEFAULT_CACHE_SECONDS = 0.0
 DEFAULT_CACHE_USAGE_SECONDS = 0.0
 DEFAULT_CACHE_MAX_ENTRIES = 10_000
+# Compiled execution (gateway/execution/): an operation that has run this many times runs from a
+# plan compiled for it; plans of at most this many documents are kept.
+DEFAULT_COMPILED_EXECUTION = True
+DEFAULT_COMPILE_THRESHOLD = 3
+DEFAULT_PLAN_CACHE_SIZE = 256
+# Stale-if-error (gateway/upstreams/stale.py): the last good billing answer of each account and
+# credential, served for this many seconds after it was fetched when the provider is down (0: off);
+# usage meters too only when asked; kept in Redis with GATEWAY_REDIS_URL, else in at most this
+# many bytes per process.
+DEFAULT_STALE_IF_ERROR_SECONDS = 0.0
+DEFAULT_STALE_IF_ERROR_USAGE = False
+DEFAULT_STALE_MAX_BYTES = 32 * 1024 * 1024
 AUTOPOSTING_TOKENS_PERIODS = ("7d", "30d", "90d")
 REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
 # Autoposting has no plan catalog endpoint. Its docs name one plan, as `pro` (billing status) and
@@ -75,9 +113,13 @@ class Credential:
     value: str = field(repr=False)
 
     def __post_init__(self) -> None:
-        if not self.value or any(c.isspace() or not c.isprintable() for c in self.value):
+        # Visible ASCII only (RFC 9110's VCHAR, as in a token68): it travels in an HTTP header,
+        # where any other byte is refused or re-encoded on the way.
+        value = self.value
+        if not (value and value.isascii() and value.isprintable()) or " " in value:
             raise ConfigurationError(
-                "a credential must be a non-empty token without spaces or control characters"
+                "a credential must be a non-empty token of visible ASCII characters (no spaces "
+                "or control characters)"
             )
 
     def reveal(self) -> str:
@@ -126,12 +168,24 @@ class Settings:
     introspection: bool = True
     # Hosts a checkout may redirect to ("*.example.com" matches subdomains); empty: none.
     redirect_hosts: tuple[str, ...] = ()
-    # Keys callers present as `Authorization: Bearer <key>`; empty: no gateway key is asked for.
-    api_keys: tuple[Credential, ...] = ()
+    # Keys callers present as `Authorization: Bearer <key>`, known by their SHA-256 only (from
+    # GATEWAY_API_KEYS, with every permission, and GATEWAY_API_KEYS_FILE, scoped); empty: no
+    # gateway key is asked for.
+    api_keys: tuple[GatewayKey, ...] = ()
     idempotency_ttl: float = DEFAULT_IDEMPOTENCY_TTL
+    # Checkout limits (README "Security"): live idempotency keys in all, per caller and per
+    # credential; startCheckout calls per caller a minute, and its burst.
+    idempotency_max_keys: int = DEFAULT_IDEMPOTENCY_MAX_KEYS
+    idempotency_keys_per_caller: int = DEFAULT_IDEMPOTENCY_KEYS_PER_CALLER
+    idempotency_keys_per_credential: int = DEFAULT_IDEMPOTENCY_KEYS_PER_CREDENTIAL
+    checkout_rate_per_minute: int = DEFAULT_CHECKOUT_RATE_PER_MINUTE
+    checkout_burst: int = DEFAULT_CHECKOUT_BURST
     max_query_depth: int = DEFAULT_MAX_QUERY_DEPTH
     max_aliases: int = DEFAULT_MAX_ALIASES
     max_tokens: int = DEFAULT_MAX_TOKENS
+    max_fields: int = DEFAULT_MAX_FIELDS
+    max_merge_pairs: int = DEFAULT_MAX_MERGE_PAIRS
+    max_query_cost: int = DEFAULT_MAX_QUERY_COST
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     cors_origins: tuple[str, ...] = ()
     # Persisted operations (http/persisted.py): the manifest's {sha256: document}, whether only
@@ -146,6 +200,11 @@ class Settings:
     metrics_open: bool = False
     otel: bool = False
     shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT
+    # The HTTP edge (README "Security"): Host names the gateway answers to ("*.example.com"
+    # matches subdomains; empty: any), and `serve`'s per-worker concurrency and keep-alive limits.
+    allowed_hosts: tuple[str, ...] = ()
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    keep_alive_seconds: int = DEFAULT_KEEP_ALIVE_SECONDS
     # A Redis shared by replicas (docs/replicas.md): idempotency keys live there, and cached
     # upstream answers when the cache is on; /readyz checks it. None: both in this process only.
     redis_url: str | None = None
@@ -157,6 +216,15 @@ class Settings:
     cache_seconds: float = DEFAULT_CACHE_SECONDS
     cache_usage_seconds: float = DEFAULT_CACHE_USAGE_SECONDS
     cache_max_entries: int = DEFAULT_CACHE_MAX_ENTRIES
+    # Stale-if-error: the window of a kept billing answer (0: off), whether usage meters take
+    # part, and the bytes kept in this process without Redis.
+    stale_if_error_seconds: float = DEFAULT_STALE_IF_ERROR_SECONDS
+    stale_if_error_usage: bool = DEFAULT_STALE_IF_ERROR_USAGE
+    stale_max_bytes: int = DEFAULT_STALE_MAX_BYTES
+    # Compiled execution: on, after how many runs of an operation, and how many plans are kept.
+    compiled_execution: bool = DEFAULT_COMPILED_EXECUTION
+    compile_threshold: int = DEFAULT_COMPILE_THRESHOLD
+    plan_cache_size: int = DEFAULT_PLAN_CACHE_SIZE
 
     def upstream(self, provider: Provider) -> UpstreamSettings:
         """The settings of one provider."""
@@ -183,12 +251,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     )
     almanac_credential = env.credential("GATEWAY_ALMANAC_TOKEN")
     autoposting_credential = env.credential("GATEWAY_AUTOPOSTING_API_KEY")
-    api_keys = env.credentials("GATEWAY_API_KEYS")
+    api_keys = load_api_keys(
+        env.credentials("GATEWAY_API_KEYS"),
+        env.text("GATEWAY_API_KEYS_FILE", DEFAULT_API_KEYS_FILE),
+    )
     if (almanac_credential or autoposting_credential) and not api_keys:
         raise ConfigurationError(
             "service credentials are configured (GATEWAY_ALMANAC_TOKEN or "
-            "GATEWAY_AUTOPOSTING_API_KEY): set GATEWAY_API_KEYS too, so that only your callers "
-            "can spend them"
+            "GATEWAY_AUTOPOSTING_API_KEY): set GATEWAY_API_KEYS or GATEWAY_API_KEYS_FILE too, so "
+            "that only your callers can spend them"
         )
     upstream_common: dict[str, Any] = {
         "connect_timeout": env.seconds("GATEWAY_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
@@ -239,9 +310,25 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         redirect_hosts=redirect_hosts,
         api_keys=api_keys,
         idempotency_ttl=env.seconds("GATEWAY_IDEMPOTENCY_TTL_SECONDS", DEFAULT_IDEMPOTENCY_TTL),
+        idempotency_max_keys=env.positive_integer(
+            "GATEWAY_IDEMPOTENCY_MAX_KEYS", DEFAULT_IDEMPOTENCY_MAX_KEYS
+        ),
+        idempotency_keys_per_caller=env.positive_integer(
+            "GATEWAY_IDEMPOTENCY_KEYS_PER_CALLER", DEFAULT_IDEMPOTENCY_KEYS_PER_CALLER
+        ),
+        idempotency_keys_per_credential=env.positive_integer(
+            "GATEWAY_IDEMPOTENCY_KEYS_PER_CREDENTIAL", DEFAULT_IDEMPOTENCY_KEYS_PER_CREDENTIAL
+        ),
+        checkout_rate_per_minute=env.positive_integer(
+            "GATEWAY_CHECKOUT_RATE_PER_MINUTE", DEFAULT_CHECKOUT_RATE_PER_MINUTE
+        ),
+        checkout_burst=env.positive_integer("GATEWAY_CHECKOUT_BURST", DEFAULT_CHECKOUT_BURST),
         max_query_depth=env.positive_integer("GATEWAY_MAX_QUERY_DEPTH", DEFAULT_MAX_QUERY_DEPTH),
         max_aliases=env.positive_integer("GATEWAY_MAX_ALIASES", DEFAULT_MAX_ALIASES),
         max_tokens=env.positive_integer("GATEWAY_MAX_TOKENS", DEFAULT_MAX_TOKENS),
+        max_fields=env.positive_integer("GATEWAY_MAX_FIELDS", DEFAULT_MAX_FIELDS),
+        max_merge_pairs=env.positive_integer("GATEWAY_MAX_MERGE_PAIRS", DEFAULT_MAX_MERGE_PAIRS),
+        max_query_cost=env.positive_integer("GATEWAY_MAX_QUERY_COST", DEFAULT_MAX_QUERY_COST),
         max_body_bytes=env.positive_integer("GATEWAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES),
         cors_origins=env.origins("GATEWAY_CORS_ORIGINS"),
         persisted_operations=load_persisted_operations(
@@ -259,6 +346,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         shutdown_timeout=env.positive_integer(
             "GATEWAY_SHUTDOWN_TIMEOUT_SECONDS", DEFAULT_SHUTDOWN_TIMEOUT
         ),
+        allowed_hosts=env.hosts("GATEWAY_ALLOWED_HOSTS"),
+        max_concurrency=env.positive_integer("GATEWAY_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY),
+        keep_alive_seconds=env.positive_integer(
+            "GATEWAY_KEEP_ALIVE_SECONDS", DEFAULT_KEEP_ALIVE_SECONDS
+        ),
         redis_url=env.redis_url("GATEWAY_REDIS_URL"),
         upstream_max_connections=env.positive_integer(
             "GATEWAY_UPSTREAM_MAX_CONNECTIONS", DEFAULT_UPSTREAM_MAX_CONNECTIONS
@@ -271,6 +363,20 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         cache_max_entries=env.positive_integer(
             "GATEWAY_CACHE_MAX_ENTRIES", DEFAULT_CACHE_MAX_ENTRIES
         ),
+        stale_if_error_seconds=env.non_negative(
+            "GATEWAY_STALE_IF_ERROR_SECONDS", DEFAULT_STALE_IF_ERROR_SECONDS
+        ),
+        stale_if_error_usage=env.flag(
+            "GATEWAY_STALE_IF_ERROR_USAGE", default=DEFAULT_STALE_IF_ERROR_USAGE
+        ),
+        stale_max_bytes=env.positive_integer("GATEWAY_STALE_MAX_BYTES", DEFAULT_STALE_MAX_BYTES),
+        compiled_execution=env.flag(
+            "GATEWAY_COMPILED_EXECUTION", default=DEFAULT_COMPILED_EXECUTION
+        ),
+        compile_threshold=env.positive_integer(
+            "GATEWAY_COMPILE_THRESHOLD", DEFAULT_COMPILE_THRESHOLD
+        ),
+        plan_cache_size=env.positive_integer("GATEWAY_PLAN_CACHE_SIZE", DEFAULT_PLAN_CACHE_SIZE),
     )
 
 
@@ -487,3 +593,20 @@ def load_persisted_operations(path: str, *, required: bool) -> Mapping[str, str]
         raise ConfigurationError(f"cannot read GATEWAY_PERSISTED_OPERATIONS_FILE: {exc}") from exc
     except ManifestError as exc:
         raise ConfigurationError(f"GATEWAY_PERSISTED_OPERATIONS_FILE: {exc}") from exc
+
+
+def load_api_keys(plain: tuple[Credential, ...], path: str) -> tuple[GatewayKey, ...]:
+    """The gateway keys: GATEWAY_API_KEYS' hashed now (their text is not kept), with every
+    permission, then the scoped keys of the key file at `path` (format: gateway/keys.py)."""
+    keys = plain_keys((key.reveal() for key in plain), variable="GATEWAY_API_KEYS")
+    if path:
+        try:
+            keys += read_key_file(Path(path))
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read GATEWAY_API_KEYS_FILE: {exc}") from exc
+        except KeyFileError as exc:
+            raise ConfigurationError(f"GATEWAY_API_KEYS_FILE: {exc}") from exc
+    try:
+        return distinct_keys(keys)
+    except KeyFileError as exc:
+        raise ConfigurationError(f"GATEWAY_API_KEYS and GATEWAY_API_KEYS_FILE: {exc}") from exc

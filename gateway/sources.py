@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.models import (
     AlmanacBilling,
+    Freshness,
     ManagePermission,
     Plan,
     Subscription,
@@ -80,6 +81,10 @@ class AccountSource(Protocol):
     async def raw(self, ref: AccountRef) -> Mapping[str, Any]:
         """The upstream JSON of the primary resource."""
 
+    async def freshness(self, ref: AccountRef) -> Freshness:
+        """When the account's answers were fetched, and whether any is a stale one standing in
+        for a failed read (the stalest of those read so far)."""
+
 
 class AlmanacAccounts:
     """Almanac: one billing call per organization answers everything."""
@@ -108,10 +113,23 @@ class AlmanacAccounts:
         return (await self._load(ref)).manage
 
     async def usage_meters(self, ref: AccountRef) -> tuple[UsageMeter, ...]:
-        return (await self._load(ref)).usage
+        billing = await self._load(ref)
+        withheld = self.billing.withheld_usage(self._key(ref))
+        if withheld is not None:
+            raise withheld  # usage meters are not served stale unless configured
+        return billing.usage
 
     async def raw(self, ref: AccountRef) -> Mapping[str, Any]:
         return (await self._load(ref)).raw
+
+    async def freshness(self, ref: AccountRef) -> Freshness:
+        await self._load(ref)
+        return self.billing.freshness[self._key(ref)]
+
+    @staticmethod
+    def _key(ref: AccountRef) -> AlmanacKey:
+        assert ref.account_id is not None
+        return AlmanacKey(ref.account_id, ref.credential)
 
 
 class AutopostingAccounts:
@@ -166,8 +184,22 @@ class AutopostingAccounts:
             self.credits.get(ref.credential),
             self.tokens.get(ref.credential),
         )
+        withheld = self.billing.withheld_usage(ref.credential)
+        if withheld is not None:
+            raise withheld  # the account meter of a stale status is a usage meter too
         accounts = billing.status.accounts_meter
         return (credits,) + ((accounts,) if accounts is not None else ()) + (tokens,)
 
     async def raw(self, ref: AccountRef) -> Mapping[str, Any]:
         return (await self.billing.get(ref.credential)).status.raw
+
+    async def freshness(self, ref: AccountRef) -> Freshness:
+        key = ref.credential
+        await self.billing.load(key)
+        fresh = self.billing.freshness[key]
+        # The other parts this request read of the account: its id, and its usage meters.
+        for part in (self.profiles, self.credits, self.tokens):
+            other = part.freshness.get(key)
+            if other is not None:
+                fresh = fresh.older(other)
+        return fresh

@@ -13,6 +13,7 @@ import strawberry
 from gateway.checkout.idempotency import IdempotencyStore, MemoryIdempotencyStore
 from gateway.clients import Clients
 from gateway.context import build_context
+from gateway.normalize import Drift
 from gateway.provider import Provider
 from gateway.sandbox import (
     ALMANAC_OWNER_TOKEN,
@@ -76,6 +77,7 @@ class Gateway:
 
     Like the app, it keeps one idempotency store for all its requests (in memory, with the
     settings' TTL, unless one is given). `wrap_transport` may wrap each provider's transport.
+    The contract drift its normalizations report is kept in `drifts`, in order.
     """
 
     settings: Settings
@@ -85,6 +87,7 @@ class Gateway:
     clients: Clients | None = None
     idempotency: IdempotencyStore | None = None
     wrap_transport: TransportWrapper | None = None
+    drifts: list[Drift] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         apps = {
@@ -97,7 +100,7 @@ class Gateway:
         }
         if self.wrap_transport is not None:
             transports = {p: self.wrap_transport(p, t) for p, t in transports.items()}
-        self.clients = Clients.create(self.settings, transports)
+        self.clients = Clients.create(self.settings, transports, drift=self.drifts.append)
         if self.idempotency is None:
             self.idempotency = MemoryIdempotencyStore(self.settings.idempotency_ttl)
 

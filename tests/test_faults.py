@@ -59,7 +59,7 @@ query($accounts: [AccountInput!]!) {
     __typename
     ... on BillingAccount {
       provider accountId
-      currentPlan { planId }
+      currentPlan { planId price { amount } }
       plans { planId current }
       usageMeters { featureId used }
       manage { allowed reason reasonRaw }
@@ -130,6 +130,13 @@ def sandbox() -> Iterator[SandboxThread]:
 
 @pytest.fixture(scope="module")
 def gateway(sandbox: SandboxThread) -> Iterator[str]:
+    with serve(gateway_settings(sandbox)) as server:
+        yield server.url
+
+
+@pytest.fixture
+def fresh_gateway(sandbox: SandboxThread) -> Iterator[str]:
+    """A gateway of its own: what one row leaves in it (a throttled credential) stays there."""
     with serve(gateway_settings(sandbox)) as server:
         yield server.url
 
@@ -251,12 +258,20 @@ def _copy(value: Any) -> Any:
     return value
 
 
+def _missing_organization_id(body: Body) -> None:
+    del body["organization_id"]
+
+
 def _missing_plan_name(body: Body) -> None:
     del body["plans"][0]["name"]
 
 
 def _usage_as_text(body: Body) -> None:
     body["usage"][0]["usage"] = "12"
+
+
+def _price_as_text(body: Body) -> None:
+    body["plans"][1]["price"] = "29"
 
 
 def _banana_reason(body: Body) -> None:
@@ -283,6 +298,7 @@ def error(
 
 
 DATA = {"__typename": "BillingAccount"}
+ACME_PLANS = ("free", "pro", "pro_yearly", "team", "enterprise")
 
 # id, faulted provider, fault (or a function of Almanac's real body), gateway fixture, what the
 # faulted account looks like, requests that reached the faulted provider, least seconds taken.
@@ -336,7 +352,7 @@ FAULTS: list[Any] = [
     pytest.param(
         "almanac",
         Fault(status=429, body={"detail": "slow down"}, headers={"Retry-After": "120"}),
-        "gateway",
+        "fresh_gateway",  # the 429 throttles the credential for 120 s: the next rows' is spared
         error("RATE_LIMITED", retryable=True, status=429, retry_after=120.0),
         1,
         0,
@@ -381,21 +397,45 @@ FAULTS: list[Any] = [
     ),
     pytest.param(
         "almanac",
-        drift(_missing_plan_name),
+        drift(_missing_organization_id),
         "gateway",
         error("UPSTREAM_BAD_RESPONSE", retryable=False),
         1,
         0,
-        id="drift-required-field-missing",
+        id="drift-identifying-field-missing",
+    ),
+    pytest.param(
+        "almanac",
+        drift(_missing_plan_name),
+        "gateway",
+        {**DATA, "plans": [{"planId": plan, "current": plan == "pro"} for plan in ACME_PLANS[1:]]},
+        1,
+        0,
+        id="drift-identifying-field-of-a-list-element-missing-drops-the-element",
     ),
     pytest.param(
         "almanac",
         drift(_usage_as_text),
         "gateway",
-        error("UPSTREAM_BAD_RESPONSE", retryable=False),
+        {
+            **DATA,
+            "usageMeters": [
+                {"featureId": "editors", "used": 7},
+                {"featureId": "storage_gb", "used": 12},
+            ],
+        },
         1,
         0,
-        id="drift-wrong-type",
+        id="drift-identifying-field-of-a-list-element-wrong-type-drops-the-element",
+    ),
+    pytest.param(
+        "almanac",
+        drift(_price_as_text),
+        "gateway",
+        {**DATA, "currentPlan": {"planId": "pro", "price": None}},
+        1,
+        0,
+        id="drift-descriptive-field-wrong-type-is-null",
     ),
     pytest.param(
         "almanac",

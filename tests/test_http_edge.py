@@ -23,10 +23,11 @@ import gateway.schema as gateway_schema
 from gateway.__main__ import DEMO_API_KEY, _demo_banner
 from gateway.app import create_app
 from gateway.http.guard import ApiKeys
+from gateway.keys import plain_keys
 from gateway.provider import Provider
 from gateway.sandbox import SandboxState, create_almanac_app, create_autoposting_app
 from gateway.schema import DOCUMENT_CACHE_SIZE, TextKeyedValidationCache, build_schema
-from gateway.settings import DEFAULT_MAX_BODY_BYTES, Credential, Settings
+from gateway.settings import DEFAULT_MAX_BODY_BYTES, Settings
 from tests.support import TEST_API_KEY, make_settings
 
 GRAPHQL = "/graphql"
@@ -443,7 +444,7 @@ async def test_without_configured_keys_no_gateway_key_is_asked_for(state: Sandbo
 def test_api_keys_accept_exactly_a_configured_bearer_key(
     authorization: str | None, accepted: bool
 ) -> None:
-    keys = ApiKeys([Credential("right-key"), Credential("other-key")])
+    keys = ApiKeys(plain_keys(["right-key", "other-key"], variable="GATEWAY_API_KEYS"))
 
     assert keys.accepts(authorization) is accepted
 

@@ -19,6 +19,9 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "gateway.settings": ("gateway.models", "gateway.upstreams", "httpx", "strawberry"),
     "gateway.validation": ("gateway.upstreams", "gateway.loaders", "httpx", "strawberry",
                            "starlette"),
+    # Gateway keys and their scopes: read by settings, the HTTP edge, the context and the schema.
+    "gateway.keys": ("gateway.settings", "gateway.upstreams", "gateway.loaders", "gateway.context",
+                     "gateway.schema", "gateway.http", "httpx", "strawberry", "starlette"),
     "gateway.upstreams": ("gateway.models", "gateway.normalize", "gateway.loaders", "strawberry",
                           "starlette", "gateway.schema", "gateway.context", "gateway.checkout",
                           "gateway.http", "gateway.telemetry.metrics",
@@ -44,6 +47,12 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "gateway.schema": ("httpx", "starlette", "gateway.upstreams", "gateway.http",
                        "gateway.telemetry"),
     "gateway.examples": ("gateway.", "httpx", "strawberry", "starlette"),
+    # Compiled execution: GraphQL execution over graphql-core and Strawberry, knowing no domain.
+    "gateway.execution": ("httpx", "starlette", "gateway.settings", "gateway.models",
+                          "gateway.normalize", "gateway.upstreams", "gateway.clients",
+                          "gateway.sources", "gateway.loaders", "gateway.context",
+                          "gateway.schema", "gateway.checkout", "gateway.http",
+                          "gateway.telemetry"),
     # Checkout: below the schema, above the clients; its stores know no HTTP.
     "gateway.checkout": ("strawberry", "starlette", "httpx", "gateway.schema", "gateway.context",
                          "gateway.http.guard", "gateway.http.persisted", "gateway.http.graphiql",

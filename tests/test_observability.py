@@ -127,6 +127,7 @@ async def test_one_access_line_per_request_says_what_happened(
         "request_id": "r-1",
         "upstream_calls": 2,
         "upstream_failures": ["almanac:503"],
+        "key": "GATEWAY_API_KEYS[1]",
         "operation": "Billing",
         "outcome": "ok",
         "error_codes": [],
@@ -187,7 +188,8 @@ async def test_metrics_count_operations_upstream_calls_and_replays(state: Sandbo
     ops = "gateway_graphql_operations_total"
     assert _sample(text, ops, operation="Billing", outcome="ok") == 1
     assert _sample(text, ops, operation="anonymous", outcome="refused") == 1
-    assert _sample(text, ops, operation="unknown", outcome="refused") == 1
+    # A request without a key is never labelled by its operation name.
+    assert _sample(text, ops, operation="unauthenticated", outcome="refused") == 1
     assert _sample(text, ops, operation="Checkout", outcome="ok") == 2
     latency = "gateway_graphql_operation_duration_seconds_count"
     assert _sample(text, latency, operation="Billing", outcome="ok") == 1

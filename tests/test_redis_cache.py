@@ -512,8 +512,10 @@ async def test_with_redis_gone_requests_are_answered_by_the_providers_and_nothin
     assert state.count() == 5 * CALLS_PER_REQUEST  # refilled once Redis was back, then served
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 4  # get and set, per provider: once each, not once per GET
-    assert all("response cache unavailable" in w for w in warnings)
+    # The cache's get and set, and the rate limit lookup, per provider: once each, not per GET.
+    assert len(warnings) == 6
+    assert sum("response cache unavailable" in w for w in warnings) == 4
+    assert sum("rate limit store unavailable" in w for w in warnings) == 2
 
 
 async def test_a_redis_that_stops_answering_delays_a_request_by_no_more_than_the_time_limits(

@@ -370,7 +370,7 @@ UNHEALTHY = [
     pytest.param(answer(500, {}), UpstreamUnavailable, id="500"),
     pytest.param(answer(502, {}), UpstreamUnavailable, id="502"),
     pytest.param(answer(503, {}), UpstreamUnavailable, id="503"),
-    pytest.param(answer(429, {}, headers={"retry-after": "1"}), UpstreamRateLimited, id="429"),
+    # Not a 429: it answers one credential, and throttles only that one (test_throttle.py).
     pytest.param(
         answer(200, content=b"<html>Sign in</html>", content_type="text/html"),
         UpstreamBadResponse,
@@ -641,7 +641,8 @@ REFUSED_RETRIES = [
     pytest.param(fail(httpx.ConnectError), UpstreamUnreachable, id="refused"),
     pytest.param(fail(httpx.RemoteProtocolError), UpstreamUnreachable, id="dropped"),
     pytest.param(answer(503, {}), UpstreamUnavailable, id="503"),
-    pytest.param(answer(429, {}, headers={"retry-after": "1"}), UpstreamRateLimited, id="429"),
+    # Retry-After 0: the 429 leaves its credential unthrottled, so the second call is sent.
+    pytest.param(answer(429, {}, headers={"retry-after": "0"}), UpstreamRateLimited, id="429"),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -317,8 +318,9 @@ def test_service_credentials_without_a_gateway_key_stop_start_up(
 SECURITY_TABLE = [
     pytest.param({}, lambda s: (s.api_keys, s.redirect_hosts, s.cors_origins), ((), (), ()),
                  id="defaults-ask-for-nothing-and-allow-no-redirect"),
-    pytest.param({"GATEWAY_API_KEYS": "k1, k2,k1"}, lambda s: s.api_keys,
-                 (Credential("k1"), Credential("k2")), id="api-keys-deduplicated"),
+    pytest.param({"GATEWAY_API_KEYS": "k1, k2,k1"}, lambda s: [k.digest for k in s.api_keys],
+                 [hashlib.sha256(b"k1").digest(), hashlib.sha256(b"k2").digest()],
+                 id="api-keys-deduplicated-and-kept-hashed"),
     pytest.param({"GATEWAY_DEFAULT_SUCCESS_URL": "https://a.example/ok",
                   "GATEWAY_DEFAULT_CANCEL_URL": "https://b.example/no"},
                  lambda s: s.redirect_hosts, ("a.example", "b.example"),

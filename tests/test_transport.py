@@ -36,7 +36,9 @@ def client_for(url: str, **settings: float) -> AlmanacClient:
 
 
 def test_the_clients_default_transport_is_the_aiohttp_one_with_the_configured_pool() -> None:
-    clients = Clients.create(make_settings(GATEWAY_UPSTREAM_MAX_CONNECTIONS="37"))
+    clients = Clients.create(
+        make_settings(GATEWAY_UPSTREAM_MAX_CONNECTIONS="37"), drift=lambda drift: None
+    )
 
     for client in (clients.almanac, clients.autoposting):
         transport = client._http._transport

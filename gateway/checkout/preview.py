@@ -38,5 +38,8 @@ async def preview_checkout(
         organization_id, plan_id=plan_id, credential=credential
     )
     return normalize.almanac_preview(
-        payload, organization_id=organization_id, currency=settings.almanac.currency
+        payload,
+        organization_id=organization_id,
+        currency=settings.almanac.currency,
+        drift=clients.drift,
     )

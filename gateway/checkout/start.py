@@ -30,8 +30,10 @@ from gateway.checkout.idempotency import (
 )
 from gateway.clients import Clients
 from gateway.errors import (
+    GatewayError,
     IdempotencyConflict,
     InvalidInput,
+    MissingCredentials,
     UpstreamCircuitOpen,
     UpstreamError,
     UpstreamForbidden,
@@ -53,10 +55,12 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # only: Python and browsers map Unicode host names differently, and the host judged must be the
 # host a browser goes to.
 _HOST_LABEL = re.compile(r"[a-z0-9_-]+")
-# Failures of the POST that prove no checkout was made: it was never sent (an open circuit), or
-# the provider refused it (4xx). Any other failure once the POST is under way leaves the outcome
-# unknown.
-REFUSED_CHECKOUT_ERRORS: tuple[type[UpstreamError], ...] = (
+# Failures of the POST that prove no checkout was made: it was never sent (input the request
+# could not carry, no usable credential, an open circuit), or the provider refused it (4xx). Any
+# other failure once the POST is under way leaves the outcome unknown.
+REFUSED_CHECKOUT_ERRORS: tuple[type[GatewayError], ...] = (
+    InvalidInput,
+    MissingCredentials,
     UpstreamCircuitOpen,
     UpstreamUnauthorized,
     UpstreamForbidden,
@@ -232,14 +236,22 @@ async def start_checkout(
 
     With an idempotency key, a request repeated with the same input (by the same caller, with the
     same credential) gets the first one's session, or its remembered failure, without a POST.
-    `caller` is a digest of the caller's gateway key, which scopes the key.
+    `caller` is a digest of the caller's gateway key, which scopes the key. Every checkout that
+    passes the input checks counts against the caller's rate, and a new key against the quotas of
+    live keys (`CheckoutLimitReached`, before anything is sent).
     """
     checkout = check_checkout(request, settings)
-    if request.idempotency_key is None:
+    key = request.idempotency_key
+    if key is not None:
+        key = check_idempotency_key(key)
+    # Without configured gateway keys a bearer token proves nothing (anyone may send any): such
+    # callers are one caller, sharing one rate and one quota, and scoped by credential alone.
+    caller = caller if settings.api_keys else None
+    await idempotency.admit(caller)
+    if key is None:
         await _check_account(checkout, loaders, credential)
         return await _create(checkout, clients, credential)
 
-    key = check_idempotency_key(request.idempotency_key)
     scope = checkout_scope(checkout.provider, credential, caller)
     reservation = await idempotency.reserve(scope, key, checkout.fingerprint())
     if isinstance(reservation, Conflict):
@@ -297,7 +309,7 @@ async def _create(
             credential=credential,
         )
         return normalize.almanac_checkout(
-            payload, organization_id=checkout.account_id, plan_id=plan_id
+            payload, organization_id=checkout.account_id, plan_id=plan_id, drift=clients.drift
         )
     assert checkout.success_url is not None
     assert checkout.cancel_url is not None
@@ -307,4 +319,4 @@ async def _create(
         cancel_url=checkout.cancel_url,
         credential=credential,
     )
-    return normalize.autoposting_checkout(payload, plan_id=plan_id)
+    return normalize.autoposting_checkout(payload, plan_id=plan_id, drift=clients.drift)

@@ -14,12 +14,12 @@ Content negotiation (the GraphQL-over-HTTP spec): a client whose Accept prefers
 and the status codes that media type calls for; any other client gets `application/json`.
 
 The GraphiQL page itself is served without a key, so that a person can open it and type the
-`Authorization` header; every operation, GraphiQL's included, needs the key.
+`Authorization` header; every operation, GraphiQL's included, needs the key. The accepted key's
+entry is kept as `scope["state"]["gateway_key"]`: the GraphQL context applies its scope.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import ErrorCode
-from gateway.settings import Credential
+from gateway.keys import GatewayKey, key_digest
 
 ALLOWED_METHODS = ("GET", "POST")
 JSON_MEDIA_TYPE = "application/json"
@@ -108,32 +108,34 @@ def _specificity(media_range: str, media_type: str) -> int:
 
 
 class ApiKeys:
-    """The gateway keys callers present as `Authorization: Bearer <key>`.
+    """The gateway keys callers present as `Authorization: Bearer <key>`, known by their SHA-256.
 
-    A presented key is hashed and compared with every configured key's hash by
+    A presented key is hashed once and compared with every configured key's hash by
     `hmac.compare_digest`, with no early exit: the time taken tells neither which key matched nor
     how much of one did (hashing first also hides the keys' lengths).
     """
 
-    def __init__(self, keys: Collection[Credential]) -> None:
-        self._digests = tuple(_digest(key.reveal().encode()) for key in keys)
+    def __init__(self, keys: Collection[GatewayKey]) -> None:
+        self._keys = tuple(keys)
 
     def __bool__(self) -> bool:
-        return bool(self._digests)
+        return bool(self._keys)
+
+    def match(self, authorization: str | None) -> GatewayKey | None:
+        """The key an `Authorization` header value carries, or None."""
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        token = token.strip()
+        # Starlette decodes header bytes as latin-1: encoding back gives the bytes as sent.
+        presented = key_digest(token.encode("latin-1"))
+        matched: GatewayKey | None = None
+        for key in self._keys:
+            if hmac.compare_digest(presented, key.digest) and matched is None:
+                matched = key
+        return matched if scheme.lower() == "bearer" and token else None
 
     def accepts(self, authorization: str | None) -> bool:
         """Whether an `Authorization` header value carries one of the keys."""
-        scheme, _, token = (authorization or "").strip().partition(" ")
-        # Starlette decodes header bytes as latin-1: encoding back gives the bytes as sent.
-        presented = _digest(token.strip().encode("latin-1"))
-        matched = False
-        for digest in self._digests:
-            matched |= hmac.compare_digest(presented, digest)
-        return matched and scheme.lower() == "bearer" and bool(token.strip())
-
-
-def _digest(value: bytes) -> bytes:
-    return hashlib.sha256(value).digest()
+        return self.match(authorization) is not None
 
 
 class _BodyTooLarge(Exception):
@@ -151,7 +153,7 @@ class GraphQLGuard:
         self,
         app: ASGIApp,
         *,
-        api_keys: Collection[Credential],
+        api_keys: Collection[GatewayKey],
         max_body_bytes: int,
         graphiql: bool,
         is_ide_page: Callable[[Request], bool],
@@ -203,7 +205,11 @@ class GraphQLGuard:
             return error_response(
                 404, "GraphiQL is not enabled on this gateway.", ErrorCode.NOT_FOUND
             )
-        if self.api_keys and not self.api_keys.accepts(request.headers.get("authorization")):
+        key = self.api_keys.match(request.headers.get("authorization")) if self.api_keys else None
+        if key is not None:
+            # The accepted key, whose scope the GraphQL context applies (gateway/keys.py).
+            request.state.gateway_key = key
+        elif self.api_keys:
             presented = "authorization" in request.headers
             return error_response(
                 401,

@@ -17,15 +17,17 @@ from strawberry.extensions import SchemaExtension
 
 from gateway.errors import (
     BillingSuspended,
+    CheckoutLimitReached,
     ErrorCode,
     GatewayError,
     InvalidInput,
     MissingCredentials,
+    OutOfScope,
     UpstreamError,
     UpstreamForbidden,
     UpstreamUnauthorized,
 )
-from gateway.schema.enums import ErrorCodeEnum, ProviderEnum, from_domain
+from gateway.schema.enums import CheckoutLimitEnum, ErrorCodeEnum, ProviderEnum, from_domain
 
 logger = logging.getLogger("gateway.errors")
 
@@ -77,6 +79,20 @@ class ProviderError(Error):
     )
 
 
+@strawberry.type(
+    description="A limit of the gateway refused the checkout before anything was sent to the "
+    "provider: the caller's rate, or a quota of live idempotency keys. Retry after "
+    "`retryAfterSeconds`; a key already used keeps answering with its session meanwhile."
+)
+class CheckoutLimitError(Error):
+    limit: CheckoutLimitEnum = strawberry.field(description="Which limit is full.")
+    retryable: bool = strawberry.field(description="Always true: the limit will have room.")
+    retry_after_seconds: float = strawberry.field(
+        description="Seconds until the limit has room: a rate slot, or the expiry of the oldest "
+        "live idempotency key counted against the quota."
+    )
+
+
 ErrorType = InvalidInputError | NotAllowedError | BillingSuspendedError | ProviderError
 
 # Exception classes to GraphQL error types, most specific first: the first match wins.
@@ -84,9 +100,16 @@ ERROR_TYPES: tuple[tuple[type[GatewayError], type[ErrorType]], ...] = (
     (InvalidInput, InvalidInputError),
     (BillingSuspended, BillingSuspendedError),
     (MissingCredentials, NotAllowedError),
+    (OutOfScope, NotAllowedError),
     (UpstreamUnauthorized, NotAllowedError),
     (UpstreamForbidden, NotAllowedError),
     (UpstreamError, ProviderError),
+)
+
+
+# Errors only `startCheckout` raises: members of `StartCheckoutPayload` alone.
+CHECKOUT_ERROR_TYPES: tuple[tuple[type[GatewayError], type[CheckoutLimitError]], ...] = (
+    (CheckoutLimitReached, CheckoutLimitError),
 )
 
 
@@ -117,15 +140,30 @@ def to_graphql_error(exc: GatewayError) -> ErrorType:
     return error_type(**common)
 
 
+def to_checkout_error(exc: GatewayError) -> ErrorType | CheckoutLimitError:
+    """`to_graphql_error`, and the errors only a checkout raises (`CHECKOUT_ERROR_TYPES`)."""
+    if isinstance(exc, CheckoutLimitReached) and exc.provider is not None:
+        return CheckoutLimitError(
+            code=from_domain(ErrorCodeEnum, exc.code),
+            message=exc.message,
+            provider=from_domain(ProviderEnum, exc.provider),
+            limit=from_domain(CheckoutLimitEnum, exc.limit),
+            retryable=exc.retryable,
+            retry_after_seconds=exc.retry_after,
+        )
+    return to_graphql_error(exc)
+
+
 class GatewayErrorHandler(strawberry.ExceptionHandler[GatewayError, ProviderError]):
     """Turns an expected failure into a member of the field's result union.
 
     Every result union of the schema holds all four error types; `ProviderError` is the one the
-    handler is declared with, so that it applies to exactly those fields.
+    handler is declared with, so that it applies to exactly those fields. `StartCheckoutPayload`
+    also holds the checkout's own (`CHECKOUT_ERROR_TYPES`), which nothing else raises.
     """
 
     def handle(self, exception: GatewayError, *, field: Any, info: Any) -> Any:
-        return to_graphql_error(exception)
+        return to_checkout_error(exception)
 
 
 def error_extensions(exc: GatewayError) -> dict[str, Any]:

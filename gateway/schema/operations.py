@@ -11,10 +11,12 @@ from gateway.checkout.preview import preview_checkout
 from gateway.checkout.start import CheckoutRequest, start_checkout
 from gateway.context import Info
 from gateway.errors import GatewayError, attributed_to
+from gateway.keys import Permission
 from gateway.provider import Provider
 from gateway.schema.enums import ProviderEnum
 from gateway.schema.errors import (
     BillingSuspendedError,
+    CheckoutLimitError,
     InvalidInputError,
     NotAllowedError,
     ProviderError,
@@ -41,7 +43,12 @@ CheckoutPreviewResult = Annotated[
 ]
 
 StartCheckoutPayload = Annotated[
-    CheckoutSession | InvalidInputError | NotAllowedError | BillingSuspendedError | ProviderError,
+    CheckoutSession
+    | InvalidInputError
+    | NotAllowedError
+    | BillingSuspendedError
+    | ProviderError
+    | CheckoutLimitError,
     strawberry.union(
         "StartCheckoutPayload",
         description="The checkout session, or why none was started.",
@@ -90,8 +97,10 @@ class StartCheckoutInput:
         "the same session (or the same failure, when the first call's outcome is unknown) "
         "without a second upstream call; a call still in flight is waited for. The same key "
         "with different input is an `InvalidInputError` with code IDEMPOTENCY_CONFLICT and "
-        "field `idempotencyKey`. Keys are scoped to the caller and credential. Omitted: every "
-        "call starts a new checkout.",
+        "field `idempotencyKey`. Keys are scoped to the caller and credential. A new key counts "
+        "against the caller's and the credential's quotas of live keys: when one is full, a "
+        "`CheckoutLimitError` (keys already used still answer). Omitted: every call starts a "
+        "new checkout.",
     )
 
 
@@ -158,7 +167,7 @@ class Query:
     @strawberry.field(
         description="What a plan change will cost before `startCheckout`: line items, totals, "
         "currency and whether a hosted checkout is needed. Almanac only; asks the provider "
-        "once, never retried."
+        "once, never retried. A scoped gateway key needs checkout:write."
     )
     async def checkout_preview(
         self,
@@ -169,7 +178,8 @@ class Query:
     ) -> CheckoutPreviewResult:
         provider = Provider(input.provider.value)
         with attributed_to(provider):
-            ref = info.context.account(provider, input.account_id)
+            # Pricing a change is the first step of a checkout: the same permission.
+            ref = info.context.account(provider, input.account_id, Permission.CHECKOUT_WRITE)
             preview = await preview_checkout(
                 provider,
                 account_id=input.account_id,
@@ -185,7 +195,8 @@ class Query:
 class Mutation:
     @strawberry.mutation(
         description="Start a hosted checkout at the provider: one upstream call, never retried "
-        "by the gateway. Send the customer to the returned `url`."
+        "by the gateway. Send the customer to the returned `url`. A scoped gateway key needs "
+        "checkout:write and must reach the account."
     )
     async def start_checkout(
         self,
@@ -197,7 +208,7 @@ class Mutation:
         context = info.context
         provider = Provider(input.provider.value)
         with attributed_to(provider):
-            ref = context.account(provider, input.account_id)
+            ref = context.account(provider, input.account_id, Permission.CHECKOUT_WRITE)
             session = await start_checkout(
                 CheckoutRequest(
                     provider=provider,

@@ -15,7 +15,10 @@ from strawberry.scalars import JSON
 
 from gateway import models
 from gateway.context import Info
+from gateway.keys import Permission
+from gateway.provider import Provider
 from gateway.schema.enums import (
+    ErrorCodeEnum,
     IntervalEnum,
     ManageReasonEnum,
     ProviderEnum,
@@ -27,12 +30,20 @@ from gateway.sources import AccountRef, AccountSource
 
 RAW_DESCRIPTION = (
     "The provider's own JSON for this object, unchanged: an escape hatch for what the schema "
-    "does not model. Its shape is the provider's and may change without notice."
+    "does not model. Its shape is the provider's and may change without notice. It carries "
+    "provider fields such as customer ids: null, with a NOT_ALLOWED error, for a gateway key "
+    "without the raw:read permission."
 )
 
 
 def _json(value: Any) -> JSON:
     return value  # type: ignore[no-any-return]
+
+
+def _raw(info: Info, provider: Provider, value: Any) -> JSON:
+    """`value`, the provider's own JSON, if the caller's gateway key may read it."""
+    info.context.permit(Permission.RAW_READ, provider)
+    return _json(value)
 
 
 def _source(info: Info, ref: AccountRef) -> AccountSource:
@@ -110,7 +121,10 @@ class Plan:
     )
 
     current: bool = strawberry.field(description="Whether this is the account's current plan.")
-    raw: JSON = strawberry.field(description=RAW_DESCRIPTION)
+
+    @strawberry.field(description=RAW_DESCRIPTION)
+    def raw(self, info: Info) -> JSON | None:
+        return _raw(info, self.ref.provider, self.model.raw)
 
     @classmethod
     def of(cls, model: models.Plan, ref: AccountRef) -> Plan:
@@ -128,7 +142,6 @@ class Plan:
             interval_raw=model.interval_raw,
             group=model.group,
             current=model.current,
-            raw=_json(model.raw),
         )
 
 
@@ -165,7 +178,10 @@ class UsageMeter:
         description="`used / granted` (above 1 when over the limit); null when unlimited or "
         "nothing is granted."
     )
-    raw: JSON = strawberry.field(description=RAW_DESCRIPTION)
+
+    @strawberry.field(description=RAW_DESCRIPTION)
+    def raw(self, info: Info) -> JSON | None:
+        return _raw(info, self.ref.provider, self.model.raw)
 
     @classmethod
     def of(cls, model: models.UsageMeter, ref: AccountRef) -> UsageMeter:
@@ -182,7 +198,6 @@ class UsageMeter:
             overage_allowed=model.overage_allowed,
             resets_at=model.resets_at,
             used_fraction=model.used_fraction,
-            raw=_json(model.raw),
         )
 
 
@@ -227,7 +242,10 @@ class SubscriptionState:
     pending_change_at: datetime | None = strawberry.field(
         description="When the pending plan change takes effect."
     )
-    raw: JSON = strawberry.field(description=RAW_DESCRIPTION)
+
+    @strawberry.field(description=RAW_DESCRIPTION)
+    def raw(self, info: Info) -> JSON | None:
+        return _raw(info, self.ref.provider, self.model.raw)
 
     @classmethod
     def of(cls, model: models.Subscription, ref: AccountRef) -> SubscriptionState:
@@ -249,7 +267,6 @@ class SubscriptionState:
             suspended_at=model.suspended_at,
             pending_plan_id=strawberry.ID(pending) if pending else None,
             pending_change_at=model.pending_change_at,
-            raw=_json(model.raw),
         )
 
 
@@ -262,6 +279,38 @@ class BillingPermission:
     reason_raw: str | None = strawberry.field(
         description="The reason exactly as the provider wrote it."
     )
+
+
+@strawberry.type(
+    description="When an account's data was fetched from its provider, and whether it is the last "
+    "good answer standing in for a read that failed (stale-if-error, when the gateway is "
+    "configured for it)."
+)
+class Freshness:
+    fetched_at: datetime = strawberry.field(
+        description="When the gateway fetched the data from the provider: now, or within the "
+        "gateway's cache time, for a live read; the time of the last good read for stale data. "
+        "For several parts (an Autoposting account's status, profile and meters): the stalest."
+    )
+    stale: bool = strawberry.field(
+        description="True when the provider failed just now and the account shows its last good "
+        "answer instead; usage meters are then null with that failure's error, unless the "
+        "gateway serves them stale too."
+    )
+    reason: ErrorCodeEnum | None = strawberry.field(
+        description="Why the data is stale: the code of the failed read (UPSTREAM_TIMEOUT, "
+        "UPSTREAM_UNREACHABLE or UPSTREAM_UNAVAILABLE); null when it is live."
+    )
+
+    @classmethod
+    def of(cls, model: models.Freshness) -> Freshness:
+        """The GraphQL freshness of `model`."""
+        failure = model.failure
+        return cls(
+            fetched_at=model.fetched_at,
+            stale=model.stale,
+            reason=from_domain(ErrorCodeEnum, failure.code) if failure is not None else None,
+        )
 
 
 async def _account_global_id(root: BillingAccount, info: Info) -> strawberry.ID:
@@ -305,6 +354,10 @@ class BillingAccount:
         description="Whether the caller may manage billing; null where the provider does not "
         "say (Autoposting)."
     )
+    freshness: Freshness = strawberry.field(
+        description="When this account's data was fetched, and whether it is stale: the last "
+        "good answer, shown because the provider is down or failing."
+    )
 
     @classmethod
     async def of(cls, ref: AccountRef, source: AccountSource) -> BillingAccount:
@@ -312,6 +365,7 @@ class BillingAccount:
         plans = [Plan.of(plan, ref) for plan in await source.plans(ref)]
         subscription = await source.subscription(ref)
         manage = await source.manage(ref)
+        freshness = Freshness.of(await source.freshness(ref))
         reason = from_domain(ManageReasonEnum, manage.reason) if manage and manage.reason else None
         return cls(
             ref=ref,
@@ -324,6 +378,7 @@ class BillingAccount:
             )
             if manage
             else None,
+            freshness=freshness,
         )
 
     @strawberry.field(
@@ -336,7 +391,8 @@ class BillingAccount:
         return [UsageMeter.of(meter, self.ref) for meter in meters]
 
     @strawberry.field(description=RAW_DESCRIPTION)
-    async def raw(self, info: Info) -> JSON:
+    async def raw(self, info: Info) -> JSON | None:
+        info.context.permit(Permission.RAW_READ, self.ref.provider)
         return _json(await _source(info, self.ref).raw(self.ref))
 
 
@@ -382,8 +438,8 @@ class CheckoutSession:
         return self.model.session_id
 
     @strawberry.field(description=RAW_DESCRIPTION)
-    def raw(self) -> JSON:
-        return _json(self.model.raw)
+    def raw(self, info: Info) -> JSON | None:
+        return _raw(info, self.model.provider, self.model.raw)
 
 
 def _money(value: models.Money | None) -> Money | None:
@@ -467,5 +523,5 @@ class CheckoutPreview:
         return self.model.checkout_type
 
     @strawberry.field(description=RAW_DESCRIPTION)
-    def raw(self) -> JSON:
-        return _json(self.model.raw)
+    def raw(self, info: Info) -> JSON | None:
+        return _raw(info, self.model.provider, self.model.raw)

@@ -1,14 +1,18 @@
 """Prometheus metrics of one app, in a registry of its own (never the process-wide default).
 
-Label values are bounded: operation names are GraphQL names of at most 64 characters, the first
-`MAX_OPERATION_NAMES` distinct ones kept and any later one counted as "other"; upstream endpoints
-are path templates ("other" when unknown), statuses HTTP codes or a transport error class.
+Label values are bounded, and none is chosen by a caller the gateway did not accept: operation
+names label only requests that passed the gateway-key check (the others share "unauthenticated");
+they are GraphQL names of at most 64 characters, a new one kept only for an operation that was not
+refused, up to `MAX_OPERATION_NAMES` distinct ones, any later one counted as "other". Upstream
+endpoints are path templates ("other" when unknown), statuses registered HTTP codes ("other" for
+any other number) or a transport error class.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from http import HTTPStatus
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -20,10 +24,13 @@ from gateway.upstreams.resilience import BreakerState
 MAX_OPERATION_NAMES = 100
 OTHER = "other"
 ANONYMOUS = "anonymous"
+UNAUTHENTICATED = "unauthenticated"
 UNKNOWN = "unknown"
 _NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]{0,63}")
 # Seconds: GraphQL operations wait on upstreams with read timeouts of 15-30 s.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Upstream statuses kept as labels: the registered codes; an upstream may answer any 3 digits.
+_HTTP_STATUSES = frozenset(str(status.value) for status in HTTPStatus)
 CIRCUIT_STATE_VALUES = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
@@ -99,10 +106,30 @@ class Metrics:
             ["provider", "endpoint"],
             registry=registry,
         )
+        self.throttled = Counter(
+            "gateway_upstream_throttled",
+            "Calls not sent and answered RATE_LIMITED: a 429 throttles their credential.",
+            ["provider", "endpoint"],
+            registry=registry,
+        )
+        self.stale_answers = Counter(
+            "gateway_stale_answers",
+            "Reads answered with the last good answer (stale-if-error), by resource and the "
+            "code of the failure it stood in for.",
+            ["provider", "resource", "reason"],
+            registry=registry,
+        )
         self.idempotency = Counter(
             "gateway_idempotency_keys",
             "Checkout idempotency keys presented, by result (new, replay, conflict).",
             ["result"],
+            registry=registry,
+        )
+        self.contract_drift = Counter(
+            "gateway_upstream_contract_drift",
+            "Upstream answer fields read tolerantly (null, a default, or a dropped list element) "
+            "per normalized answer, by field path and kind (missing, malformed, unknown_value).",
+            ["provider", "endpoint", "field", "kind"],
             registry=registry,
         )
         self.ready = Gauge(
@@ -123,14 +150,16 @@ class Metrics:
         for client in self._breakers.clients:
             client.observe_reuse(self)
 
-    def operation_label(self, name: str | None) -> str:
-        """`name` as a bounded label value."""
+    def operation_label(self, name: str | None, *, register: bool = True) -> str:
+        """`name` as a bounded label value; a name not yet seen takes one of the
+        `MAX_OPERATION_NAMES` places only if `register` (an operation that ran, of a caller the
+        gateway accepted)."""
         if name is None:
             return ANONYMOUS
         if not _NAME.fullmatch(name):
             return OTHER
         if name not in self._operation_names:
-            if len(self._operation_names) >= MAX_OPERATION_NAMES:
+            if not register or len(self._operation_names) >= MAX_OPERATION_NAMES:
                 return OTHER
             self._operation_names.add(name)
         return name
@@ -144,6 +173,8 @@ class Metrics:
     def request_finished(
         self, provider: str, method: str, endpoint: str, status: str, seconds: float
     ) -> None:
+        if status.isdigit() and status not in _HTTP_STATUSES:
+            status = OTHER
         self.upstream_requests.labels(provider, endpoint, status).inc()
         self.upstream_seconds.labels(provider, endpoint).observe(seconds)
 
@@ -155,6 +186,14 @@ class Metrics:
 
     def circuit_changed(self, provider: str, state: BreakerState) -> None:
         self.circuit_changes.labels(provider, state.value).inc()
+
+    def request_throttled(self, provider: str, endpoint: str) -> None:
+        self.throttled.labels(provider, endpoint).inc()
+
+    # `stale.StaleObserver`
+
+    def stale_answer(self, provider: str, resource: str, reason: str) -> None:
+        self.stale_answers.labels(provider, resource, reason).inc()
 
     # `ReuseObserver`
 

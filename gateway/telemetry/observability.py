@@ -5,10 +5,14 @@ characters), else a new uuid4 hex. It is returned as `X-Request-ID`, set in `REQ
 upstream clients to forward, and added to every log line written while the request is served.
 
 One access line per request (logger `gateway.access`, INFO) says: method, path (never the query
-string), status, duration_ms, request_id, upstream_calls, upstream_failures and, on the GraphQL
-endpoint, operation, outcome and error_codes. GraphQL outcomes: `refused` (an HTTP 4xx, or a
-document that did not parse or validate: no data, only INVALID_QUERY errors), `errors` (any other
-top-level error, or a 5xx) and `ok`.
+string), status, duration_ms, request_id, upstream_calls, upstream_failures, `key` (the name of
+the gateway key accepted, never the key) and, on the GraphQL endpoint, operation, outcome and
+error_codes. GraphQL outcomes: `refused` (an HTTP 4xx, or a document that did not parse or
+validate: no data, only INVALID_QUERY errors), `errors` (any other top-level error, or a 5xx) and
+`ok`. The operation is named only for a request the gateway-key
+check accepted (`scope["state"]["authenticated"]`, set by the guard), and a new name takes a metric
+label only when not refused; any other request is "unauthenticated", so a caller without a key
+never adds a label.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import jsonfast
 from gateway.errors import ErrorCode
-from gateway.telemetry.metrics import UNKNOWN, Metrics
+from gateway.keys import GatewayKey
+from gateway.telemetry.metrics import UNAUTHENTICATED, UNKNOWN, Metrics
 from gateway.telemetry.request_id import REQUEST_ID
 from gateway.upstreams.resilience import BreakerState
 
@@ -83,6 +88,9 @@ class UpstreamRecorder:
     def circuit_changed(self, provider: str, state: BreakerState) -> None:
         self.metrics.circuit_changed(provider, state)
 
+    def request_throttled(self, provider: str, endpoint: str) -> None:
+        self.metrics.request_throttled(provider, endpoint)
+
 
 class ObservabilityMiddleware:
     """Request ids, access lines and GraphQL operation metrics; see the module docstring."""
@@ -136,9 +144,18 @@ class ObservabilityMiddleware:
                 "upstream_calls": stats.upstream_calls,
                 "upstream_failures": stats.upstream_failures,
             }
+            key = scope.get("state", {}).get("gateway_key")
+            if isinstance(key, GatewayKey):  # its name, never the key
+                line["key"] = key.name
             if graphql and (scope["method"] != "GET" or response["json"]):
-                name = self.metrics.operation_label(operation_name(scope, bytes(request_body)))
                 outcome, codes = graphql_outcome(response["status"], bytes(response_body))
+                name = (
+                    self.metrics.operation_label(
+                        operation_name(scope, bytes(request_body)), register=outcome != "refused"
+                    )
+                    if scope.get("state", {}).get("authenticated")
+                    else UNAUTHENTICATED
+                )
                 self.metrics.operation_finished(name, outcome, seconds)
                 line.update(operation=name, outcome=outcome, error_codes=codes)
             access_logger.info(

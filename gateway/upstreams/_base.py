@@ -8,12 +8,15 @@ Request contract
 - HTTP statuses and httpx exceptions map to the exception tree of `gateway.errors` here and only
   here, always chained; nothing above this module sees an httpx error. Messages are written here,
   never copied from an upstream body, and name no URL query or credential.
+- A request that cannot be built (a character its URL or a header cannot carry, a body JSON cannot
+  encode) is not sent: `InvalidInput` for the provider, never an upstream failure.
 
 Retry contract
 - Only GETs are retried: on connect errors, timeouts, dropped connections, 502/503/504 and 429,
   at most `get_retries` times, with jittered exponential backoff, honouring `Retry-After` (seconds
-  or an HTTP date) when it is within `retry_after_cap`; a longer wait is not slept but returned
-  to the caller in the error's `retry_after`.
+  or an HTTP date; for a 429 without one, `X-RateLimit-Reset`) when it is within
+  `retry_after_cap`; a longer wait is not slept but returned to the caller in the error's
+  `retry_after`.
 - A retry also needs a token of the client's retry budget (`resilience.RetryBudget`): each GET or
   POST sent deposits `retry_budget_ratio` tokens, each retry takes one, and a floor of
   `retry_budget_min_per_second` refills it, so in an outage retries add at most about that ratio
@@ -21,12 +24,22 @@ Retry contract
 - A POST is never retried: neither provider honours idempotency keys, so a second POST could
   create a second checkout. A POST whose answer was lost says so in its error message.
 
+Rate limit contract (`throttle`: per credential, never per provider)
+- A 429 throttles the credential that received it, at that provider only, for the wait it names
+  (`throttle.rate_limit_wait`; 1 s when it names none, an hour at most), in the client's
+  `RateLimits` (this process's, or Redis shared by replicas). Until the wait has passed, a new GET
+  or POST with that credential raises `UpstreamRateLimited` (`retry_after`: the time left, `status`
+  None) before the breaker is asked or anything is sent; the retries of a call already sent are
+  not stopped by it (they honour the wait themselves). A store that cannot answer throttles
+  nothing (warned once, like the cache).
+
 Circuit breaker contract (`resilience.CircuitBreaker`, one per client, so per provider and process)
 - A call (a GET with all its retries, or a POST) fails when its last error says the provider is
-  unhealthy: a timeout, a refused or dropped connection, a 5xx, a 429 or an answer that breaks the
+  unhealthy: a timeout, a refused or dropped connection, a 5xx or an answer that breaks the
   contract (not JSON, truncated, HTML, a redirect, a broken envelope). Any other answer, 4xx
-  included (400, 401, 403, 404, 409, 422: the caller's doing), shows it healthy. Payloads that
-  decode but fail normalization are judged above this module and count as healthy here.
+  included (400, 401, 403, 404, 409, 422, and a 429, which answers one credential: the caller's
+  doing), shows it healthy. Payloads that decode but fail normalization are judged above this
+  module and count as healthy here.
 - After `breaker_failures` consecutive failed calls the breaker opens: for `breaker_reset` seconds
   every GET and POST raises `UpstreamCircuitOpen` before sending anything, with `retry_after` the
   seconds left. Then exactly one call goes through as a probe, never retried, while others still
@@ -70,9 +83,11 @@ import httpx
 
 from gateway import jsonfast
 from gateway.errors import (
+    InvalidInput,
     UpstreamBadResponse,
     UpstreamCircuitOpen,
     UpstreamError,
+    UpstreamRateLimited,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
@@ -83,7 +98,6 @@ from gateway.upstreams.mapping import (
     NOT_RETRIED,
     RETRIED_STATUSES,
     UNHEALTHY_ERRORS,
-    parse_retry_after,
     status_error,
     transport_error,
 )
@@ -97,7 +111,15 @@ from gateway.upstreams.reuse import (
     ResponseCache,
     request_key,
 )
-from gateway.upstreams.transport import upstream_transport
+from gateway.upstreams.throttle import (
+    MemoryRateLimits,
+    RateLimits,
+    RateLimitsUnavailable,
+    held_wait,
+    rate_limit_wait,
+    throttle_key,
+)
+from gateway.upstreams.transport import no_cookies, upstream_transport
 
 logger = logging.getLogger("gateway.upstream")
 
@@ -126,8 +148,10 @@ class UpstreamClient:
         coalesce: bool = True,
         cache: ResponseCache | None = None,
         cache_policy: CachePolicy | None = None,
+        rate_limits: RateLimits | None = None,
     ) -> None:
-        """`transport` replaces the network (tests); by default a pool of `max_connections`."""
+        """`transport` replaces the network (tests); by default a pool of `max_connections`.
+        `rate_limits` keeps throttled credentials (by default in this client only)."""
         self.settings = settings
         self.provider = settings.provider
         self._sleep = sleep
@@ -154,8 +178,8 @@ class UpstreamClient:
         # header and cookie merges, auth and redirect flows and cookie extraction cost more than
         # the rest of the call; redirects are refused anyway, and a cookie one provider set for
         # one credential must never be sent with another's. The client only owns the transport,
-        # for the instrumentation and for closing it.
-        self._http = httpx.AsyncClient(transport=self._transport)
+        # for the instrumentation and for closing it; its jar keeps no cookie even so.
+        self._http = httpx.AsyncClient(transport=self._transport, cookies=no_cookies())
         self.observer: UpstreamObserver = NoObserver()
         self.reuse_observer: ReuseObserver = NoObserver()
         self._coalescer = Coalescer() if coalesce else None
@@ -167,6 +191,8 @@ class UpstreamClient:
         self._templates = tuple(endpoint.template for endpoint in self.endpoints)
         # Endpoint templates whose GET answers may be cached, by group (see the reuse contract).
         self.cached = {e.template: e.cache for e in self.endpoints if e.cache is not None}
+        self.rate_limits = rate_limits if rate_limits is not None else MemoryRateLimits(clock=clock)
+        self._rate_limits_failing: set[str] = set()
 
     def observe(self, observer: UpstreamObserver) -> None:
         """Report requests, retries and breaker moves to `observer` from now on."""
@@ -265,6 +291,7 @@ class UpstreamClient:
     async def _get(
         self, path: str, *, credential: Credential | None, params: Mapping[str, str] | None
     ) -> object:
+        await self._check_throttle(credential, path)
         ticket = self._admit()
         try:
             attempt = 0
@@ -272,6 +299,8 @@ class UpstreamClient:
                 try:
                     body = await self._request("GET", path, credential=credential, params=params)
                 except UpstreamError as error:
+                    if isinstance(error, UpstreamRateLimited):
+                        await self._throttle(credential, error)
                     delay = self._retry_delay(error, attempt, ticket, path)
                     if delay is None:
                         self._record_failure(ticket, error)
@@ -296,10 +325,13 @@ class UpstreamClient:
 
     async def post(self, path: str, *, credential: Credential | None, json: object) -> object:
         """POST `json` to `path` once, never retried, and return the decoded JSON answer."""
+        await self._check_throttle(credential, path)
         ticket = self._admit()
         try:
             body = await self._request("POST", path, credential=credential, json=json)
         except UpstreamError as error:
+            if isinstance(error, UpstreamRateLimited):
+                await self._throttle(credential, error)
             self._record_failure(ticket, error)
             raise
         else:
@@ -307,6 +339,50 @@ class UpstreamClient:
             return body
         finally:
             self.breaker.release(ticket)
+
+    async def _check_throttle(self, credential: Credential | None, path: str) -> None:
+        """`UpstreamRateLimited`, sending nothing, while a 429 throttles `credential` here."""
+        try:
+            left = await self.rate_limits.remaining(throttle_key(self.provider.value, credential))
+        except RateLimitsUnavailable as exc:
+            self._rate_limits_failed(exc, "get")
+            return
+        self._rate_limits_answered("get")
+        if left <= 0:
+            return
+        self.observer.request_throttled(self.provider.value, self.endpoint(path))
+        raise UpstreamRateLimited(
+            f"{self.provider.label} is rate limiting this credential; retry after "
+            f"{max(1, math.ceil(left))} s.",
+            provider=self.provider,
+            retry_after=max(0.001, round(left, 3)),
+        )
+
+    async def _throttle(self, credential: Credential | None, error: UpstreamRateLimited) -> None:
+        """Throttle `credential` here for the wait its 429 named."""
+        try:
+            await self.rate_limits.hold(
+                throttle_key(self.provider.value, credential), held_wait(error.retry_after)
+            )
+        except RateLimitsUnavailable as exc:
+            self._rate_limits_failed(exc, "set")
+            return
+        self._rate_limits_answered("set")
+
+    def _rate_limits_failed(self, exc: RateLimitsUnavailable, operation: str) -> None:
+        if operation not in self._rate_limits_failing:
+            self._rate_limits_failing.add(operation)
+            logger.warning(
+                "%s rate limit store unavailable (%s): %s",
+                self.provider.value,
+                exc,
+                "throttled credentials are sent" if operation == "get" else "429s are not kept",
+            )
+
+    def _rate_limits_answered(self, operation: str) -> None:
+        if operation in self._rate_limits_failing:
+            self._rate_limits_failing.discard(operation)
+            logger.info("%s rate limit store answers %s again", self.provider.value, operation)
 
     def _admit(self) -> Ticket:
         """A breaker ticket for a new call, or `UpstreamCircuitOpen`; an admitted call is counted
@@ -394,7 +470,6 @@ class UpstreamClient:
         if request_id is not None:
             headers["x-request-id"] = request_id
         timeout = self._timeout if time_limit is None else httpx.Timeout(time_limit).as_dict()
-        started = time.perf_counter()
         try:
             request = httpx.Request(
                 method,
@@ -404,6 +479,19 @@ class UpstreamClient:
                 headers={**DEFAULT_HEADERS, **headers},
                 extensions={"timeout": timeout},
             )
+        except (httpx.InvalidURL, ValueError, TypeError) as exc:
+            # Nothing was sent (a character a URL or a header cannot carry, a body JSON cannot
+            # encode): the input's doing, and never an unknown outcome.
+            logger.warning(
+                "%s %s %s not sent: %s", self.provider.value, method, path, type(exc).__name__
+            )
+            raise InvalidInput(
+                f"The {self.provider.label} request could not be built from this input; nothing "
+                "was sent.",
+                provider=self.provider,
+            ) from exc
+        started = time.perf_counter()
+        try:
             response = await self._transport.handle_async_request(request)
             await response.aread()
         except httpx.HTTPError as exc:
@@ -483,9 +571,7 @@ class UpstreamClient:
         status = response.status_code
         upstream_code = self.error_code(body)
         error_class, message = status_error(status, upstream_code)
-        retry_after = (
-            parse_retry_after(response.headers.get("retry-after")) if status == 429 else None
-        )
+        retry_after = rate_limit_wait(response.headers) if status == 429 else None
         logger.warning(
             "%s %s %s answered %d%s",
             self.provider.value,

@@ -80,12 +80,12 @@ TRANSPORT_ERRORS: tuple[tuple[type[httpx.HTTPError], str, type[UpstreamError], s
     (httpx.HTTPError, "error", UpstreamUnavailable, "{name} request failed.{lost}"),
 )
 # Errors that say the provider is unhealthy, counted by the circuit breaker; any other answer
-# (4xx: the caller's doing) shows it healthy.
+# (4xx: the caller's doing, 429 included: it answers one credential, see `throttle`) shows it
+# healthy.
 UNHEALTHY_ERRORS: tuple[type[UpstreamError], ...] = (
     UpstreamTimeout,
     UpstreamUnreachable,
     UpstreamUnavailable,
-    UpstreamRateLimited,
     UpstreamBadResponse,
 )
 # Statuses after which a GET is sent again (with timeouts and unreachable upstreams).

@@ -24,6 +24,9 @@ class UpstreamObserver(Protocol):
     def circuit_changed(self, provider: str, state: BreakerState) -> None:
         """The circuit breaker moved to `state`."""
 
+    def request_throttled(self, provider: str, endpoint: str) -> None:
+        """A call was not sent: a 429 throttles its credential (`throttle`)."""
+
 
 class ReuseObserver(Protocol):
     """Answers reused: cache lookups and coalesced GETs (metrics)."""
@@ -54,6 +57,9 @@ class NoObserver:
         pass
 
     def circuit_changed(self, provider: str, state: BreakerState) -> None:
+        pass
+
+    def request_throttled(self, provider: str, endpoint: str) -> None:
         pass
 
     def cache_lookup(self, provider: str, endpoint: str, *, hit: bool) -> None:
