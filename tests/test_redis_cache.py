@@ -332,7 +332,7 @@ async def replica(
         environ["GATEWAY_REDIS_URL"] = redis_url
     app = create_app(make_settings(**environ), transports=sandbox_transports(state))
     async with app.router.lifespan_context(app) as lifespan_state:
-        cache = lifespan_state["clients"].almanac._cache if lifespan_state else None
+        cache = lifespan_state["clients"].almanac.reuse.cache if lifespan_state else None
         if isinstance(cache, RedisResponseCache):
             # A replica in service has its Redis connections open (readiness PINGs Redis): open
             # as many as a request's concurrent lookups here, so that no lookup of the test pays

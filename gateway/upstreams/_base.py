@@ -24,49 +24,18 @@ Retry contract
 - A POST is never retried: neither provider honours idempotency keys, so a second POST could
   create a second checkout. A POST whose answer was lost says so in its error message.
 
-Rate limit contract (`throttle`: per credential, never per provider)
-- A 429 throttles the credential that received it, at that provider only, for the wait it names
-  (`throttle.rate_limit_wait`; 1 s when it names none, an hour at most), in the client's
-  `RateLimits` (this process's, or Redis shared by replicas). Until the wait has passed, a new GET
-  or POST with that credential raises `UpstreamRateLimited` (`retry_after`: the time left, `status`
-  None) before the breaker is asked or anything is sent; the retries of a call already sent are
-  not stopped by it (they honour the wait themselves). A store that cannot answer throttles
-  nothing (warned once, like the cache).
-
-Circuit breaker contract (`resilience.CircuitBreaker`, one per client, so per provider and process)
-- A call (a GET with all its retries, or a POST) fails when its last error says the provider is
-  unhealthy: a timeout, a refused or dropped connection, a 5xx or an answer that breaks the
-  contract (not JSON, truncated, HTML, a redirect, a broken envelope). Any other answer, 4xx
-  included (400, 401, 403, 404, 409, 422, and a 429, which answers one credential: the caller's
-  doing), shows it healthy. Payloads that decode but fail normalization are judged above this
-  module and count as healthy here.
-- After `breaker_failures` consecutive failed calls the breaker opens: for `breaker_reset` seconds
-  every GET and POST raises `UpstreamCircuitOpen` before sending anything, with `retry_after` the
-  seconds left. Then exactly one call goes through as a probe, never retried, while others still
-  fail fast: its success closes the breaker, its failure opens it for another `breaker_reset`.
-
-Observation hooks (set by the app with `observe`; none by default)
-- Every request sent is reported to the `UpstreamObserver` with its endpoint *template* (a path of
-  the client's `endpoints`, with `{placeholders}`; "other" when none matches, so a raw id never
-  becomes a metric label), its status or transport error class and its duration; so are retries
-  and retries the budget refused. The request id of `REQUEST_ID`, when set, is sent as
-  `X-Request-ID`.
-- `probe` (readiness) sends a credential-less GET outside the circuit breaker and the retry
-  budget: a health check every few seconds neither opens nor closes the breaker, nor earns retries.
-- Cache lookups and coalesced GETs are reported to the `ReuseObserver` (set with `observe_reuse`).
-
-Reuse contract (`gateway.upstreams.reuse`; POSTs and probes never take part)
-- A GET of an endpoint the client lists in `cached` is answered from the `ResponseCache` while its
-  answer is fresh: keyed by provider, path, query and the credential's hash, kept for the
-  `CachePolicy`'s seconds of its group (0: not cached), stored only when it succeeded. A cache
-  that cannot answer (`CacheUnavailable`: a shared store down or slow) never fails the GET: the
-  lookup is a miss and the store is skipped, each reported to the `ReuseObserver`; a warning is
-  logged when lookups or stores start failing (not once per GET), an info line when they recover.
-- Otherwise, with coalescing on, a GET identical (same key) to one in flight in this client waits
-  for it rather than sending its own. The shared unit is the whole call, retries included, under
-  one circuit-breaker ticket and one retry-budget deposit: the waiters would have sent the same
-  requests to the same provider at the same time, and had the same answers. Only while the
-  circuit breaker is closed: otherwise every call meets the breaker (one probe, others fail fast).
+How the client applies the other contracts, each stated in its own module:
+- rate limits per credential (`throttle`): a credential a 429 throttled is answered
+  `UpstreamRateLimited` before the breaker is asked or anything is sent;
+- the circuit breaker and the retry budget (`resilience`): which errors count as the provider
+  being unwell (`mapping.UNHEALTHY_ERRORS`: a 429 is not one), one probe after `breaker_reset`;
+- reuse of answers (`reuse`): a GET of an endpoint with a cache group is answered from the cache
+  while fresh, else shares an identical GET in flight (only while the breaker is closed: otherwise
+  every call meets the breaker). POSTs and probes take no part in either.
+- Observation: every request sent, retry and breaker move is reported to the `UpstreamObserver`
+  with its endpoint template (never a raw path); cache lookups and coalesced GETs to the
+  `ReuseObserver`; the request id of `REQUEST_ID`, when set, goes upstream as `X-Request-ID`.
+  `probe` (readiness) sends a credential-less GET outside the breaker and the retry budget.
 """
 
 from __future__ import annotations
@@ -81,10 +50,8 @@ from typing import ClassVar, NoReturn
 
 import httpx
 
-from gateway import jsonfast
 from gateway.errors import (
     InvalidInput,
-    UpstreamBadResponse,
     UpstreamCircuitOpen,
     UpstreamError,
     UpstreamRateLimited,
@@ -98,26 +65,23 @@ from gateway.upstreams.mapping import (
     NOT_RETRIED,
     RETRIED_STATUSES,
     UNHEALTHY_ERRORS,
+    json_body,
     status_error,
     transport_error,
 )
 from gateway.upstreams.observers import NoObserver, ReuseObserver, UpstreamObserver
 from gateway.upstreams.resilience import BreakerState, CircuitBreaker, Clock, RetryBudget, Ticket
 from gateway.upstreams.reuse import (
-    Cached,
     CachePolicy,
-    CacheUnavailable,
-    Coalescer,
     ResponseCache,
+    SharedAnswers,
     request_key,
 )
 from gateway.upstreams.throttle import (
+    CredentialThrottle,
     MemoryRateLimits,
     RateLimits,
-    RateLimitsUnavailable,
-    held_wait,
     rate_limit_wait,
-    throttle_key,
 )
 from gateway.upstreams.transport import no_cookies, upstream_transport
 
@@ -181,18 +145,19 @@ class UpstreamClient:
         # for the instrumentation and for closing it; its jar keeps no cookie even so.
         self._http = httpx.AsyncClient(transport=self._transport, cookies=no_cookies())
         self.observer: UpstreamObserver = NoObserver()
-        self.reuse_observer: ReuseObserver = NoObserver()
-        self._coalescer = Coalescer() if coalesce else None
-        self.cache_policy = cache_policy or CachePolicy()
-        self._cache = cache if self.cache_policy.enabled else None
-        # Cache operations ("get", "set") whose last attempt failed: warned once, until one answers
-        # (a read-only Redis fails every set but no get: one warning, not one per GET).
-        self._cache_failing: set[str] = set()
         self._templates = tuple(endpoint.template for endpoint in self.endpoints)
-        # Endpoint templates whose GET answers may be cached, by group (see the reuse contract).
-        self.cached = {e.template: e.cache for e in self.endpoints if e.cache is not None}
-        self.rate_limits = rate_limits if rate_limits is not None else MemoryRateLimits(clock=clock)
-        self._rate_limits_failing: set[str] = set()
+        # GET answers reused between requests (the reuse contract): by cache group of endpoint.
+        self.reuse = SharedAnswers(
+            self.provider.value,
+            cache=cache,
+            policy=cache_policy or CachePolicy(),
+            coalesce=coalesce,
+            cached={e.template: e.cache for e in self.endpoints if e.cache is not None},
+        )
+        self.throttle = CredentialThrottle(
+            self.provider.value,
+            rate_limits if rate_limits is not None else MemoryRateLimits(clock=clock),
+        )
 
     def observe(self, observer: UpstreamObserver) -> None:
         """Report requests, retries and breaker moves to `observer` from now on."""
@@ -202,7 +167,7 @@ class UpstreamClient:
 
     def observe_reuse(self, observer: ReuseObserver) -> None:
         """Report cache lookups and coalesced GETs to `observer` from now on."""
-        self.reuse_observer = observer
+        self.reuse.observer = observer
 
     def instrument(self, instrumentor: Callable[[httpx.AsyncClient], object]) -> None:
         """Let `instrumentor` (OpenTelemetry's httpx instrumentation) wrap the HTTP client."""
@@ -226,67 +191,16 @@ class UpstreamClient:
     ) -> object:
         """GET `path` and return its decoded JSON: from the cache, or shared with an identical
         GET in flight, or sent and retried as the retry contract says (see the reuse contract)."""
-        if self._cache is None and self._coalescer is None:
+        if not self.reuse.active:
             return await self._get(path, credential=credential, params=params)
-        endpoint = self.endpoint(path)
-        key = request_key(self.provider.value, path, params, credential)
-        ttl = self.cache_policy.ttl(self.cached.get(endpoint))
-        if self._cache is not None and ttl > 0:
-            cached = await self._cache_get(self._cache, key, endpoint)
-            if cached is not None:
-                return cached.value
-
-        async def fetch() -> object:
-            body = await self._get(path, credential=credential, params=params)
-            if self._cache is not None and ttl > 0:
-                await self._cache_set(self._cache, key, body, ttl, endpoint)
-            return body
-
-        if self._coalescer is None or self.breaker.state is not BreakerState.CLOSED:
+        return await self.reuse.get(
+            request_key(self.provider.value, path, params, credential),
+            self.endpoint(path),
+            lambda: self._get(path, credential=credential, params=params),
             # Past failures: each call goes to the breaker itself, which lets one probe through
             # and fails the others fast (the breaker contract).
-            return await fetch()
-        return await self._coalescer.run(
-            key,
-            fetch,
-            joined=lambda: self.reuse_observer.request_coalesced(self.provider.value, endpoint),
+            coalesce=self.breaker.state is BreakerState.CLOSED,
         )
-
-    async def _cache_get(self, cache: ResponseCache, key: str, endpoint: str) -> Cached | None:
-        try:
-            cached = await cache.get(key)
-        except CacheUnavailable as exc:
-            self._cache_failed(exc, endpoint, "get")
-            return None
-        self._cache_answered("get")
-        self.reuse_observer.cache_lookup(self.provider.value, endpoint, hit=cached is not None)
-        return cached
-
-    async def _cache_set(
-        self, cache: ResponseCache, key: str, body: object, ttl: float, endpoint: str
-    ) -> None:
-        try:
-            await cache.set(key, body, ttl)
-        except CacheUnavailable as exc:
-            self._cache_failed(exc, endpoint, "set")
-            return
-        self._cache_answered("set")
-
-    def _cache_failed(self, exc: CacheUnavailable, endpoint: str, operation: str) -> None:
-        self.reuse_observer.cache_failed(self.provider.value, endpoint, operation=operation)
-        if operation not in self._cache_failing:
-            self._cache_failing.add(operation)
-            logger.warning(
-                "%s response cache unavailable (%s): %s",
-                self.provider.value,
-                exc,
-                "lookups are misses" if operation == "get" else "answers are not kept",
-            )
-
-    def _cache_answered(self, operation: str) -> None:
-        if operation in self._cache_failing:
-            self._cache_failing.discard(operation)
-            logger.info("%s response cache answers %s again", self.provider.value, operation)
 
     async def _get(
         self, path: str, *, credential: Credential | None, params: Mapping[str, str] | None
@@ -300,7 +214,7 @@ class UpstreamClient:
                     body = await self._request("GET", path, credential=credential, params=params)
                 except UpstreamError as error:
                     if isinstance(error, UpstreamRateLimited):
-                        await self._throttle(credential, error)
+                        await self.throttle.hold(credential, error.retry_after)
                     delay = self._retry_delay(error, attempt, ticket, path)
                     if delay is None:
                         self._record_failure(ticket, error)
@@ -331,7 +245,7 @@ class UpstreamClient:
             body = await self._request("POST", path, credential=credential, json=json)
         except UpstreamError as error:
             if isinstance(error, UpstreamRateLimited):
-                await self._throttle(credential, error)
+                await self.throttle.hold(credential, error.retry_after)
             self._record_failure(ticket, error)
             raise
         else:
@@ -342,12 +256,7 @@ class UpstreamClient:
 
     async def _check_throttle(self, credential: Credential | None, path: str) -> None:
         """`UpstreamRateLimited`, sending nothing, while a 429 throttles `credential` here."""
-        try:
-            left = await self.rate_limits.remaining(throttle_key(self.provider.value, credential))
-        except RateLimitsUnavailable as exc:
-            self._rate_limits_failed(exc, "get")
-            return
-        self._rate_limits_answered("get")
+        left = await self.throttle.remaining(credential)
         if left <= 0:
             return
         self.observer.request_throttled(self.provider.value, self.endpoint(path))
@@ -357,32 +266,6 @@ class UpstreamClient:
             provider=self.provider,
             retry_after=max(0.001, round(left, 3)),
         )
-
-    async def _throttle(self, credential: Credential | None, error: UpstreamRateLimited) -> None:
-        """Throttle `credential` here for the wait its 429 named."""
-        try:
-            await self.rate_limits.hold(
-                throttle_key(self.provider.value, credential), held_wait(error.retry_after)
-            )
-        except RateLimitsUnavailable as exc:
-            self._rate_limits_failed(exc, "set")
-            return
-        self._rate_limits_answered("set")
-
-    def _rate_limits_failed(self, exc: RateLimitsUnavailable, operation: str) -> None:
-        if operation not in self._rate_limits_failing:
-            self._rate_limits_failing.add(operation)
-            logger.warning(
-                "%s rate limit store unavailable (%s): %s",
-                self.provider.value,
-                exc,
-                "throttled credentials are sent" if operation == "get" else "429s are not kept",
-            )
-
-    def _rate_limits_answered(self, operation: str) -> None:
-        if operation in self._rate_limits_failing:
-            self._rate_limits_failing.discard(operation)
-            logger.info("%s rate limit store answers %s again", self.provider.value, operation)
 
     def _admit(self) -> Ticket:
         """A breaker ticket for a new call, or `UpstreamCircuitOpen`; an admitted call is counted
@@ -525,45 +408,10 @@ class UpstreamClient:
         return {"authorization": f"Bearer {credential.reveal()}"}
 
     def _decode(self, method: str, path: str, response: httpx.Response) -> object:
-        body = self._json_body(response)
+        body = json_body(response, self.provider)
         if not response.is_success:
             self._raise_status_error(method, path, response, body)
         return self.unwrap(body, response)
-
-    def _json_body(self, response: httpx.Response) -> object:
-        name = self.provider.label
-        content_type = response.headers.get("content-type", "")
-        if response.is_redirect:
-            raise UpstreamBadResponse(
-                f"{name} answered with a redirect; check the configured base URL.",
-                provider=self.provider,
-                status=response.status_code,
-            )
-        if "json" not in content_type:
-            if response.is_success and "html" in content_type:
-                raise UpstreamBadResponse(
-                    f"{name} answered with HTML where JSON was expected; check the configured "
-                    "base URL.",
-                    provider=self.provider,
-                    status=response.status_code,
-                )
-            if response.is_success:
-                raise UpstreamBadResponse(
-                    f"{name} answered without a JSON body.",
-                    provider=self.provider,
-                    status=response.status_code,
-                )
-            return None
-        try:
-            return jsonfast.loads(response.content)
-        except ValueError as exc:
-            if not response.is_success:
-                return None
-            raise UpstreamBadResponse(
-                f"{name} answered with malformed JSON.",
-                provider=self.provider,
-                status=response.status_code,
-            ) from exc
 
     def _raise_status_error(
         self, method: str, path: str, response: httpx.Response, body: object

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from gateway import jsonfast
 from gateway.errors import (
     BillingSuspended,
     UpstreamBadResponse,
@@ -25,6 +26,7 @@ from gateway.errors import (
     UpstreamUnavailable,
     UpstreamUnreachable,
 )
+from gateway.provider import Provider
 
 # Appended to the message of a failed POST: the caller must know it was not sent twice.
 NOT_RETRIED = " The request was sent once and not retried."
@@ -108,6 +110,45 @@ def status_message(name: str, status: int, upstream_code: str | None) -> str:
 def transport_error(exc: httpx.HTTPError) -> tuple[str, type[UpstreamError], str]:
     """The metric label, exception class and message template of a transport failure."""
     return next(row[1:] for row in TRANSPORT_ERRORS if isinstance(exc, row[0]))
+
+
+def json_body(response: httpx.Response, provider: Provider) -> object:
+    """The decoded JSON of an answer; `UpstreamBadResponse` for a successful answer that is not
+    JSON (a redirect, HTML from a misconfigured base URL, no body, malformed JSON). An error
+    answer without usable JSON is None: its status says enough."""
+    name = provider.label
+    content_type = response.headers.get("content-type", "")
+    if response.is_redirect:
+        raise UpstreamBadResponse(
+            f"{name} answered with a redirect; check the configured base URL.",
+            provider=provider,
+            status=response.status_code,
+        )
+    if "json" not in content_type:
+        if response.is_success and "html" in content_type:
+            raise UpstreamBadResponse(
+                f"{name} answered with HTML where JSON was expected; check the configured "
+                "base URL.",
+                provider=provider,
+                status=response.status_code,
+            )
+        if response.is_success:
+            raise UpstreamBadResponse(
+                f"{name} answered without a JSON body.",
+                provider=provider,
+                status=response.status_code,
+            )
+        return None
+    try:
+        return jsonfast.loads(response.content)
+    except ValueError as exc:
+        if not response.is_success:
+            return None
+        raise UpstreamBadResponse(
+            f"{name} answered with malformed JSON.",
+            provider=provider,
+            status=response.status_code,
+        ) from exc
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -4,6 +4,12 @@ Neither sends, sleeps or knows HTTP: `UpstreamClient` asks them before each call
 tells them how calls ended. Both are shared by every request of the process and are not
 thread-safe: they are used from the one event loop that owns the client.
 
+Circuit breaker contract: a call (a GET with all its retries, or a POST) fails when its last
+error says the provider is unwell (`mapping.UNHEALTHY_ERRORS`: a timeout, a refused or dropped
+connection, a 5xx, an answer that breaks the contract); any other answer, 4xx and 429 included,
+shows it healthy. While open, every call fails fast with `UpstreamCircuitOpen` (`retry_after`: the
+seconds left) before anything is sent.
+
 Circuit breaker::
 
     closed ──(`failures` consecutive failed calls)──► open ──(`reset` seconds)──► half-open

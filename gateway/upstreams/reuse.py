@@ -31,7 +31,9 @@ from typing import Generic, Protocol, TypeVar
 from urllib.parse import urlencode
 
 from gateway.settings import Credential
+from gateway.upstreams.observers import NoObserver, ReuseObserver
 from gateway.upstreams.resilience import Clock
+from gateway.upstreams.store_health import StoreHealth
 
 T = TypeVar("T")
 
@@ -190,3 +192,89 @@ class CachePolicy:
     def enabled(self) -> bool:
         """Whether any answer is cached."""
         return self.state_seconds > 0 or self.usage_seconds > 0
+
+
+class SharedAnswers:
+    """One client's reuse of GET answers: its cache, then coalescing (this module's contract).
+
+    `cached` gives the cache group of each endpoint template whose answers may be cached; a
+    cache that cannot answer never fails a GET (a failed lookup is a miss, a failed store is
+    skipped), and is reported to the `observer` and warned about once (`StoreHealth`).
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        cache: ResponseCache | None,
+        policy: CachePolicy,
+        coalesce: bool,
+        cached: Mapping[str, CacheGroup],
+    ) -> None:
+        self.provider = provider
+        self.policy = policy
+        self.cached = cached
+        self.cache = cache if policy.enabled else None
+        self.coalescer = Coalescer() if coalesce else None
+        self.observer: ReuseObserver = NoObserver()
+        self._health = StoreHealth(
+            provider, "response cache", {"get": "lookups are misses", "set": "answers are not kept"}
+        )
+
+    @property
+    def active(self) -> bool:
+        """Whether any answer may be reused."""
+        return self.cache is not None or self.coalescer is not None
+
+    async def get(
+        self,
+        key: str,
+        endpoint: str,
+        fetch: Callable[[], Awaitable[object]],
+        *,
+        coalesce: bool,
+    ) -> object:
+        """The answer of `key`: cached, else shared with an identical call in flight (when
+        `coalesce`), else `fetch()`ed, and kept when its endpoint's group is cached."""
+        ttl = self.policy.ttl(self.cached.get(endpoint))
+        cache = self.cache if ttl > 0 else None
+        if cache is not None:
+            cached = await self._lookup(cache, key, endpoint)
+            if cached is not None:
+                return cached.value
+
+        async def fetch_and_keep() -> object:
+            body = await fetch()
+            if cache is not None:
+                await self._keep(cache, key, body, ttl, endpoint)
+            return body
+
+        if self.coalescer is None or not coalesce:
+            return await fetch_and_keep()
+        return await self.coalescer.run(
+            key,
+            fetch_and_keep,
+            joined=lambda: self.observer.request_coalesced(self.provider, endpoint),
+        )
+
+    async def _lookup(self, cache: ResponseCache, key: str, endpoint: str) -> Cached | None:
+        try:
+            cached = await cache.get(key)
+        except CacheUnavailable as exc:
+            self.observer.cache_failed(self.provider, endpoint, operation="get")
+            self._health.failed("get", exc)
+            return None
+        self._health.answered("get")
+        self.observer.cache_lookup(self.provider, endpoint, hit=cached is not None)
+        return cached
+
+    async def _keep(
+        self, cache: ResponseCache, key: str, body: object, ttl: float, endpoint: str
+    ) -> None:
+        try:
+            await cache.set(key, body, ttl)
+        except CacheUnavailable as exc:
+            self.observer.cache_failed(self.provider, endpoint, operation="set")
+            self._health.failed("set", exc)
+            return
+        self._health.answered("set")

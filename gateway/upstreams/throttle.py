@@ -31,6 +31,7 @@ from gateway.settings import Credential
 from gateway.upstreams.mapping import parse_retry_after
 from gateway.upstreams.resilience import Clock
 from gateway.upstreams.reuse import credential_digest
+from gateway.upstreams.store_health import StoreHealth
 
 # A 429 that names no wait: the first step of the exponential backoff Autoposting advises.
 DEFAULT_WAIT = 1.0
@@ -192,3 +193,38 @@ class RedisRateLimits:
                     await self._client.delete(self.redis_key(key))
         except (RedisError, TimeoutError) as exc:
             raise RateLimitsUnavailable(f"Redis SET failed: {type(exc).__name__}") from exc
+
+
+class CredentialThrottle:
+    """One client's view of the rate limits: the wait left for a credential at its provider, and
+    holding one after a 429. A store that cannot answer throttles nothing (warned once)."""
+
+    def __init__(self, provider: str, rate_limits: RateLimits) -> None:
+        self.provider = provider
+        self.rate_limits = rate_limits
+        self._health = StoreHealth(
+            provider,
+            "rate limit store",
+            {"get": "throttled credentials are sent", "set": "429s are not kept"},
+        )
+
+    async def remaining(self, credential: Credential | None) -> float:
+        """Seconds `credential` must still wait here (0: none, or the store cannot say)."""
+        try:
+            left = await self.rate_limits.remaining(throttle_key(self.provider, credential))
+        except RateLimitsUnavailable as exc:
+            self._health.failed("get", exc)
+            return 0.0
+        self._health.answered("get")
+        return left
+
+    async def hold(self, credential: Credential | None, retry_after: float | None) -> None:
+        """Throttle `credential` here for the wait its 429 named (`held_wait`)."""
+        try:
+            await self.rate_limits.hold(
+                throttle_key(self.provider, credential), held_wait(retry_after)
+            )
+        except RateLimitsUnavailable as exc:
+            self._health.failed("set", exc)
+            return
+        self._health.answered("set")
