@@ -2,7 +2,7 @@
 
 One command, from the project's root:
 
-    .venv/bin/python bench/run.py                 # everything once, about 7 minutes
+    .venv/bin/python bench/run.py                 # everything once, about 13 minutes
     .venv/bin/python bench/run.py --duration 5    # shorter runs
     .venv/bin/python bench/run.py --targets python-1,python-2 --scenarios one-org-32
 
@@ -94,6 +94,16 @@ SCENARIOS = (
     ),
     Scenario("checkout-32", "checkout", 32, 20, "startCheckout, 32 connections, 20 ms upstream"),
     Scenario("overhead-1", "one_org", 1, 0, "1 organization, 1 connection, 0 ms upstream"),
+    # The gateway's own CPU per request under load, the upstream answering at once.
+    Scenario("one-org-32-0ms", "one_org", 32, 0, "1 organization, 32 connections, 0 ms upstream"),
+    Scenario(
+        "five-orgs-32-0ms",
+        "five_orgs_autoposting",
+        32,
+        0,
+        "5 organizations + Autoposting, 32 connections, 0 ms upstream",
+    ),
+    Scenario("checkout-32-0ms", "checkout", 32, 0, "startCheckout, 32 connections, 0 ms upstream"),
 )
 
 _ACCOUNT = """__typename
@@ -242,14 +252,28 @@ def tree(pid: int) -> list[int]:
 
 
 def cpu_seconds(pids: list[int]) -> float:
+    return sum(cpu_by_process(pids).values())
+
+
+def cpu_by_process(pids: list[int]) -> dict[int, float]:
+    """utime + stime of each process, in seconds."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    found: dict[int, float] = {}
     for pid in pids:
         with contextlib.suppress(OSError):
             stat = Path(f"/proc/{pid}/stat").read_text()
             fields = stat[stat.rindex(")") + 2 :].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
+            found[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return found
+
+
+def cpu_split(before: dict[int, float], after: dict[int, float]) -> str:
+    """Each busy process's share of the CPU used between two readings, largest first ("53/46"):
+    how evenly the connections spread over the workers."""
+    used = {pid: after[pid] - before.get(pid, 0.0) for pid in after}
+    total = sum(used.values()) or 1.0
+    shares = sorted((100 * u / total for u in used.values() if u / total >= 0.02), reverse=True)
+    return "/".join(f"{share:.0f}" for share in shares)
 
 
 def peak_rss_mb(pids: list[int]) -> float:
@@ -406,6 +430,9 @@ def python_gateway(
             "GATEWAY_API_KEYS": GATEWAY_KEY,
             "GATEWAY_REDIRECT_HOSTS": "app.example.com",
             "GATEWAY_LOG_LEVEL": "WARNING",
+            # The checkout scenario starts checkouts far faster than a caller may (60 a minute).
+            "GATEWAY_CHECKOUT_RATE_PER_MINUTE": "100000000",
+            "GATEWAY_CHECKOUT_BURST": "100000000",
             **{k: v for k, v in os.environ.items() if k.startswith("GATEWAY_")},
             **settings,
         }
@@ -478,6 +505,22 @@ def targets(workers: int, baseline: Path | None = None) -> dict[str, Target]:
             hive_operations,
             HIVE_HEADERS,
         ),
+        # Compiled plans and the lean HTTP path off (GATEWAY_COMPILED_EXECUTION=false): today's
+        # Strawberry executor and view, for the CPU per request with plans on and off.
+        "python-1-noplans": Target(
+            "python-1-noplans",
+            "this gateway, 1 worker, plans off",
+            python_gateway(1, GATEWAY_COMPILED_EXECUTION="false"),
+            lambda: GATEWAY_OPERATIONS,
+            GATEWAY_HEADERS,
+        ),
+        f"python-{workers}-noplans": Target(
+            f"python-{workers}-noplans",
+            f"this gateway, {workers} workers, plans off",
+            python_gateway(workers, GATEWAY_COMPILED_EXECUTION="false"),
+            lambda: GATEWAY_OPERATIONS,
+            GATEWAY_HEADERS,
+        ),
         # Coalescing shares the upstream GETs of concurrent identical requests, which the
         # benchmark's 32 connections all are: the same gateway without it, for comparison.
         f"python-{workers}-nocoalesce": Target(
@@ -506,6 +549,9 @@ class Row:
     peak_rss_mb: float
     errors: int
     requests: int
+    # CPU seconds per second of the run (of the machine's cores), and its split over processes.
+    cores_used: float = 0.0
+    split: str = ""
 
 
 def measure(
@@ -517,19 +563,27 @@ def measure(
     pids: Callable[[], list[int]],
     duration: float,
     warmup: float,
-) -> tuple[WrkResult, float, float, float]:
+) -> tuple[WrkResult, float, float, float, float, str]:
     script = lua_script("POST", operation.body(), headers, operation.expect, operation.reject)
     mocks.set_latency(scenario.latency_ms)
     wrk(url, script, scenario.connections, warmup)
     mocks.reset()
     processes = pids()
-    cpu_before = cpu_seconds(processes)
+    cpu_before = cpu_by_process(processes)
     result = wrk(url, script, scenario.connections, duration)
-    cpu = cpu_seconds(processes) - cpu_before
+    cpu_after = cpu_by_process(processes)
+    cpu = sum(cpu_after.values()) - sum(cpu_before.values())
     # wrk closes its connections with one request in flight on each, whose upstream calls the
     # mocks have mostly counted already: count those requests as started.
     calls = mocks.calls() / max(result.requests + scenario.connections, 1)
-    return result, calls, cpu * 1000 / max(result.requests, 1), peak_rss_mb(processes)
+    return (
+        result,
+        calls,
+        cpu * 1000 / max(result.requests, 1),
+        peak_rss_mb(processes),
+        cpu / duration,
+        cpu_split(cpu_before, cpu_after),
+    )
 
 
 def bare_mock_rows(mocks: Mocks, mock_pids: list[int], duration: float, warmup: float) -> list[Row]:
@@ -544,9 +598,10 @@ def bare_mock_rows(mocks: Mocks, mock_pids: list[int], duration: float, warmup: 
         )
         script = script.replace("wrk.body = [==[]==]", "wrk.body = nil")
         wrk(url, script, connections, warmup)
-        before = cpu_seconds(mock_pids)
+        before = cpu_by_process(mock_pids)
         result = wrk(url, script, connections, duration)
-        cpu = cpu_seconds(mock_pids) - before
+        after = cpu_by_process(mock_pids)
+        cpu = sum(after.values()) - sum(before.values())
         rows.append(
             Row(
                 "mock (bare)",
@@ -559,6 +614,8 @@ def bare_mock_rows(mocks: Mocks, mock_pids: list[int], duration: float, warmup: 
                 peak_rss_mb(mock_pids),
                 result.errors,
                 result.requests,
+                cpu / duration,
+                cpu_split(before, after),
             )
         )
         print(format_row(rows[-1]), flush=True)
@@ -569,13 +626,14 @@ def format_row(row: Row) -> str:
     return (
         f"| {row.target} | {row.scenario} | {row.rps:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} "
         f"| {row.calls_per_query:.1f} | {row.cpu_ms_per_request:.2f} | {row.peak_rss_mb:.0f} "
-        f"| {row.errors} |"
+        f"| {row.errors} | {row.cores_used:.2f} | {row.split} |"
     )
 
 
 HEADER = (
     "| target | scenario | requests/s | p50 ms | p99 ms | upstream calls/query "
-    "| CPU ms/request | peak RSS MB | errors |\n|---|---|---|---|---|---|---|---|---|"
+    "| CPU ms/request | peak RSS MB | errors | cores used | CPU split % |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -637,7 +695,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--targets",
-        help="comma-separated subset of python-1,python-N,hive-1,hive-N,python-N-nocoalesce",
+        help="comma-separated subset of python-1,python-N,hive-1,hive-N,python-N-nocoalesce,"
+        "python-1-noplans,python-N-noplans (and baseline-1,baseline-N with --baseline)",
     )
     parser.add_argument(
         "--scenarios", help="comma-separated subset of " + ",".join(s.name for s in SCENARIOS)
@@ -695,7 +754,7 @@ def main() -> None:
                         for _ in range(args.repeat)
                     ]
                     runs.sort(key=lambda run: run[0].rps)
-                    result, calls, cpu, rss = runs[len(runs) // 2]
+                    result, calls, cpu, rss, cores, split = runs[len(runs) // 2]
                     row = Row(
                         target.label,
                         scenario.what,
@@ -707,6 +766,8 @@ def main() -> None:
                         rss,
                         result.errors,
                         result.requests,
+                        cores,
+                        split,
                     )
                     rows.append(row)
                     print(format_row(row), flush=True)
