@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import ClassVar
 
 import strawberry
-from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema
+from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, parse
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -49,6 +49,9 @@ logger = logging.getLogger("gateway.graphql")
 
 # Bounded caches: a client that sends endless distinct documents cannot grow memory without end.
 DOCUMENT_CACHE_SIZE = 512
+# Tokens of all the documents the parser cache keeps: about 280 bytes each (a syntax tree keeps
+# its tokens and nodes), so about 30 MB; a hundred of the largest documents the token limit allows.
+DOCUMENT_CACHE_TOKENS = 100_000
 
 
 class GatewaySchema(strawberry.Schema):
@@ -120,7 +123,13 @@ def build_schema(
 
 
 class ReportingParserCache(ParserCache):
-    """ParserCache, leaving a document it cannot parse to Strawberry's own parse step.
+    """ParserCache bounded by the size of what it keeps, leaving a document it cannot parse to
+    Strawberry's own parse step.
+
+    Strawberry's cache is an lru_cache of `maxsize` documents, whatever their size: a syntax tree
+    keeps about 280 bytes per token (its tokens and nodes), so 512 documents at the token limit
+    would hold about 600 MB. Here the documents kept hold at most `max_tokens` tokens in all,
+    least recently used first out (and at most `maxsize` documents).
 
     ParserCache parses while its hook is entered, outside the parse step's error handling (as of
     Strawberry 0.341): a syntax error, or MaxTokensLimiter's, would escape every extension and
@@ -128,15 +137,54 @@ class ReportingParserCache(ParserCache):
     again and reports its error like any other, so that `ErrorFormatting` sees it.
     """
 
+    # (text, parse options) -> (the document, its tokens), shared by every operation.
+    _entries: ClassVar[OrderedDict[tuple[str, tuple[object, ...]], tuple[DocumentNode, int]]] = (
+        OrderedDict()
+    )
+    _tokens: ClassVar[int] = 0
+
+    def __init__(self, maxsize: int, max_tokens: int = DOCUMENT_CACHE_TOKENS) -> None:
+        super().__init__(maxsize=maxsize)
+        self.maxsize = maxsize
+        self.max_tokens = max_tokens
+
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
         try:
-            context.graphql_document = self.cached_parse_document(
-                context.query, **context.parse_options
-            )
+            context.graphql_document = self.parse(context.query, context.parse_options)
         except GraphQLError:
             context.graphql_document = None
         yield
+
+    def parse(self, text: str | None, options: Mapping[str, object]) -> DocumentNode:
+        """The document of `text`, from the cache or parsed (and kept)."""
+        if text is None:
+            raise GraphQLError("No query.")
+        cls = type(self)
+        key = (text, tuple(sorted(options.items())))
+        entries = cls._entries
+        entry = entries.get(key)
+        if entry is not None:
+            entries.move_to_end(key)
+            return entry[0]
+        document = parse(text, **options)  # type: ignore[arg-type]
+        tokens = _token_count(document)
+        entries[key] = (document, tokens)
+        cls._tokens += tokens
+        while entries and (cls._tokens > self.max_tokens or len(entries) > self.maxsize):
+            _, (_, dropped) = entries.popitem(last=False)
+            cls._tokens -= dropped
+        return document
+
+
+def _token_count(document: DocumentNode) -> int:
+    """The tokens a parsed document keeps (its location's linked list of tokens)."""
+    count = 0
+    token = document.loc.start_token if document.loc is not None else None
+    while token is not None:
+        count += 1
+        token = token.next
+    return count
 
 
 class TextKeyedValidationCache(ValidationCache):
