@@ -24,15 +24,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import jsonfast
-from gateway.app import MAX_JSON_DEPTH
 from gateway.checkout.idempotency import Acquired, MemoryIdempotencyStore, checkout_scope
 from gateway.checkout.start import CheckoutRequest, start_checkout
+from gateway.credentials import Credential
+from gateway.endpoint import MAX_JSON_DEPTH
 from gateway.errors import InvalidInput
 from gateway.provider import Provider
 from gateway.sandbox import ALMANAC_OWNER_TOKEN, AUTOPOSTING_PRO_KEY, SandboxState
-from gateway.settings import Credential
-from tests.support import TEST_API_KEY, Gateway, make_settings
-from tests.test_http_edge import sandbox_transports, serve
+from tests.support import TEST_API_KEY, Gateway, make_settings, sandbox_transports, serve
 
 KEY = {"authorization": f"Bearer {TEST_API_KEY}"}
 TYPENAME = "query Q { __typename }"
