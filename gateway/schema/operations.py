@@ -17,6 +17,7 @@ from gateway.schema.enums import ProviderEnum
 from gateway.schema.errors import (
     BillingSuspendedError,
     CheckoutLimitError,
+    GatewayUnavailableError,
     InvalidInputError,
     NotAllowedError,
     ProviderError,
@@ -48,7 +49,8 @@ StartCheckoutPayload = Annotated[
     | NotAllowedError
     | BillingSuspendedError
     | ProviderError
-    | CheckoutLimitError,
+    | CheckoutLimitError
+    | GatewayUnavailableError,
     strawberry.union(
         "StartCheckoutPayload",
         description="The checkout session, or why none was started.",
@@ -99,8 +101,9 @@ class StartCheckoutInput:
         "with different input is an `InvalidInputError` with code IDEMPOTENCY_CONFLICT and "
         "field `idempotencyKey`. Keys are scoped to the caller and credential. A new key counts "
         "against the caller's and the credential's quotas of live keys: when one is full, a "
-        "`CheckoutLimitError` (keys already used still answer). Omitted: every call starts a "
-        "new checkout.",
+        "`CheckoutLimitError` (keys already used still answer). When the gateway cannot reach "
+        "its idempotency store, a `GatewayUnavailableError`, with nothing sent. Omitted: every "
+        "call starts a new checkout.",
     )
 
 
@@ -188,7 +191,7 @@ class Query:
                 settings=info.context.settings,
                 credential=ref.credential,
             )
-        return CheckoutPreview(model=preview)
+        return CheckoutPreview.of(preview)
 
 
 @strawberry.type(description="Start checkouts.")
@@ -225,4 +228,4 @@ class Mutation:
                 idempotency=context.idempotency,
                 caller=context.caller,
             )
-        return CheckoutSession(model=session, ref=ref)
+        return CheckoutSession.of(session, ref)

@@ -6,6 +6,7 @@ Objects hold the domain model and the account they belong to; everything else th
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -54,6 +55,21 @@ async def _account_id(info: Info, ref: AccountRef) -> str:
     return await _source(info, ref).account_id(ref)
 
 
+def account_scoped_id(
+    type_name: str, *parts: Callable[[Any], str]
+) -> Callable[[Any, Info], Awaitable[strawberry.ID]]:
+    """The resolver of the global id of an object of one account: its type, provider, the
+    account's id (which may need a read: Autoposting's comes with the key's profile) and
+    `parts` of the object itself."""
+
+    async def resolve(root: Any, info: Info) -> strawberry.ID:
+        account = await _account_id(info, root.ref)
+        local = (part(root) for part in parts)
+        return strawberry.ID(global_id(type_name, root.ref.provider, account, *local))
+
+    return resolve
+
+
 @strawberry.type(description="An exact amount of money in one currency.")
 class Money:
     amount: Decimal = strawberry.field(description="The amount, exact, as a decimal string.")
@@ -68,23 +84,8 @@ class PlanFeature:
     )
 
 
-async def _plan_global_id(root: Plan, info: Info) -> strawberry.ID:
-    account = await _account_id(info, root.ref)
-    return strawberry.ID(global_id("Plan", root.ref.provider, account, root.model.plan_id))
-
-
-def _plan_features(root: Plan) -> list[PlanFeature]:
+def _features(root: Plan) -> list[PlanFeature]:
     return [PlanFeature(feature_id=f.feature_id, included=f.included) for f in root.model.features]
-
-
-async def _meter_global_id(root: UsageMeter, info: Info) -> strawberry.ID:
-    account = await _account_id(info, root.ref)
-    return strawberry.ID(global_id("UsageMeter", root.ref.provider, account, root.model.feature_id))
-
-
-async def _subscription_global_id(root: SubscriptionState, info: Info) -> strawberry.ID:
-    account = await _account_id(info, root.ref)
-    return strawberry.ID(global_id("SubscriptionState", root.ref.provider, account))
 
 
 @strawberry.type(description="A plan of a provider's catalog, as offered to one account.")
@@ -95,7 +96,8 @@ class Plan:
     ref: strawberry.Private[AccountRef]
 
     id: strawberry.ID = strawberry.field(
-        resolver=_plan_global_id, description="Globally unique id of this plan for this account."
+        resolver=account_scoped_id("Plan", lambda plan: plan.model.plan_id),
+        description="Globally unique id of this plan for this account.",
     )
 
     provider: ProviderEnum = strawberry.field(description="The provider the plan belongs to.")
@@ -117,7 +119,7 @@ class Plan:
     )
 
     features: list[PlanFeature] = strawberry.field(
-        resolver=_plan_features, description="Features the plan includes, with included amounts."
+        resolver=_features, description="Features the plan includes, with included amounts."
     )
 
     current: bool = strawberry.field(description="Whether this is the account's current plan.")
@@ -152,7 +154,8 @@ class UsageMeter:
     ref: strawberry.Private[AccountRef]
 
     id: strawberry.ID = strawberry.field(
-        resolver=_meter_global_id, description="Globally unique id of this meter for this account."
+        resolver=account_scoped_id("UsageMeter", lambda meter: meter.model.feature_id),
+        description="Globally unique id of this meter for this account.",
     )
 
     provider: ProviderEnum = strawberry.field(description="The provider the meter belongs to.")
@@ -208,7 +211,7 @@ class SubscriptionState:
     ref: strawberry.Private[AccountRef]
 
     id: strawberry.ID = strawberry.field(
-        resolver=_subscription_global_id,
+        resolver=account_scoped_id("SubscriptionState"),
         description="Globally unique id of this account's subscription.",
     )
 
@@ -313,11 +316,6 @@ class Freshness:
         )
 
 
-async def _account_global_id(root: BillingAccount, info: Info) -> strawberry.ID:
-    account = await _account_id(info, root.ref)
-    return strawberry.ID(global_id("BillingAccount", root.ref.provider, account))
-
-
 async def _account_own_id(root: BillingAccount, info: Info) -> strawberry.ID:
     return strawberry.ID(await _account_id(info, root.ref))
 
@@ -331,7 +329,8 @@ class BillingAccount:
     ref: strawberry.Private[AccountRef]
 
     id: strawberry.ID = strawberry.field(
-        resolver=_account_global_id, description="Globally unique id of the account."
+        resolver=account_scoped_id("BillingAccount"),
+        description="Globally unique id of the account.",
     )
     provider: ProviderEnum = strawberry.field(description="The provider of the account.")
 
@@ -396,50 +395,56 @@ class BillingAccount:
         return _json(await _source(info, self.ref).raw(self.ref))
 
 
+async def _session_account_id(root: CheckoutSession, info: Info) -> strawberry.ID | None:
+    return strawberry.ID(await _account_id(info, root.ref))
+
+
 @strawberry.type(description="A hosted checkout to send the customer to.")
 class CheckoutSession:
+    # Plain attributes, set by `of` (see `Plan`); the account id may need a read.
     model: strawberry.Private[models.CheckoutSession]
     ref: strawberry.Private[AccountRef]
 
-    @strawberry.field(
+    id: strawberry.ID = strawberry.field(
         description="Globally unique id: from the provider's session id, or from the URL when "
         "the provider gives no session id."
     )
-    def id(self) -> strawberry.ID:
-        # No account in it: reading the Autoposting organization could fail after the checkout
-        # was created, and the session must never be lost to that.
-        local = self.model.session_id or self.model.url
-        return strawberry.ID(global_id("CheckoutSession", self.ref.provider, local))
-
-    @strawberry.field(description="The provider the checkout was started at.")
-    def provider(self) -> ProviderEnum:
-        return from_domain(ProviderEnum, self.model.provider)
-
-    @strawberry.field(
-        description="The account the checkout is for. For Autoposting it is read from the API "
-        "key's profile: null, with an error in `errors`, if that read fails; the session stands."
+    provider: ProviderEnum = strawberry.field(
+        description="The provider the checkout was started at."
     )
-    async def account_id(self, info: Info) -> strawberry.ID | None:
-        return strawberry.ID(await _account_id(info, self.ref))
 
-    @strawberry.field(description="The plan being bought.")
-    def plan_id(self) -> strawberry.ID:
-        return strawberry.ID(self.model.plan_id)
+    account_id: strawberry.ID | None = strawberry.field(
+        resolver=_session_account_id,
+        description="The account the checkout is for. For Autoposting it is read from the API "
+        "key's profile: null, with an error in `errors`, if that read fails; the session stands.",
+    )
 
-    @strawberry.field(description="The hosted checkout page to redirect the customer to.")
-    def url(self) -> str:
-        return self.model.url
-
-    @strawberry.field(
+    plan_id: strawberry.ID = strawberry.field(description="The plan being bought.")
+    url: str = strawberry.field(description="The hosted checkout page to redirect the customer to.")
+    session_id: str | None = strawberry.field(
         description="The provider's checkout session id: Autoposting's `sessionId`, or for "
         "Almanac the session id carried in the checkout URL when it carries one; never invented."
     )
-    def session_id(self) -> str | None:
-        return self.model.session_id
 
     @strawberry.field(description=RAW_DESCRIPTION)
     def raw(self, info: Info) -> JSON | None:
         return _raw(info, self.model.provider, self.model.raw)
+
+    @classmethod
+    def of(cls, model: models.CheckoutSession, ref: AccountRef) -> CheckoutSession:
+        """The GraphQL session of `model`, started for the account of `ref`."""
+        # No account in the id: reading the Autoposting organization could fail after the
+        # checkout was created, and the session must never be lost to that.
+        local = model.session_id or model.url
+        return cls(
+            model=model,
+            ref=ref,
+            id=strawberry.ID(global_id("CheckoutSession", ref.provider, local)),
+            provider=from_domain(ProviderEnum, model.provider),
+            plan_id=strawberry.ID(model.plan_id),
+            url=model.url,
+            session_id=model.session_id,
+        )
 
 
 def _money(value: models.Money | None) -> Money | None:
@@ -448,80 +453,73 @@ def _money(value: models.Money | None) -> Money | None:
 
 @strawberry.type(description="One line of a plan change's price.")
 class CheckoutPreviewLine:
-    model: strawberry.Private[models.PreviewLine]
+    name: str | None = strawberry.field(description="What the line charges or credits for.")
+    description: str | None = strawberry.field(
+        description="A longer explanation of the line, when the provider gives one."
+    )
+    quantity: float | None = strawberry.field(description="How many units the line counts.")
+    subtotal: Money | None = strawberry.field(
+        description="The line's amount before taxes and discounts."
+    )
+    total: Money | None = strawberry.field(description="The line's amount to pay.")
 
-    @strawberry.field(description="What the line charges or credits for.")
-    def name(self) -> str | None:
-        return self.model.name
-
-    @strawberry.field(description="A longer explanation of the line, when the provider gives one.")
-    def description(self) -> str | None:
-        return self.model.description
-
-    @strawberry.field(description="How many units the line counts.")
-    def quantity(self) -> float | None:
-        return self.model.quantity
-
-    @strawberry.field(description="The line's amount before taxes and discounts.")
-    def subtotal(self) -> Money | None:
-        return _money(self.model.subtotal)
-
-    @strawberry.field(description="The line's amount to pay.")
-    def total(self) -> Money | None:
-        return _money(self.model.total)
+    @classmethod
+    def of(cls, model: models.PreviewLine) -> CheckoutPreviewLine:
+        """The GraphQL line of `model`."""
+        return cls(
+            name=model.name,
+            description=model.description,
+            quantity=model.quantity,
+            subtotal=_money(model.subtotal),
+            total=_money(model.total),
+        )
 
 
 @strawberry.type(description="What a plan change will cost, before any checkout is started.")
 class CheckoutPreview:
+    # Plain attributes, set by `of` (see `Plan`).
     model: strawberry.Private[models.CheckoutPreview]
 
-    @strawberry.field(description="Globally unique id of this preview (account and plan).")
-    def id(self) -> strawberry.ID:
-        model = self.model
-        return strawberry.ID(
-            global_id("CheckoutPreview", model.provider, model.account_id, model.plan_id)
-        )
-
-    @strawberry.field(description="The provider that priced the change.")
-    def provider(self) -> ProviderEnum:
-        return from_domain(ProviderEnum, self.model.provider)
-
-    @strawberry.field(description="The account the change is for.")
-    def account_id(self) -> strawberry.ID:
-        return strawberry.ID(self.model.account_id)
-
-    @strawberry.field(description="The plan the account would change to.")
-    def plan_id(self) -> strawberry.ID:
-        return strawberry.ID(self.model.plan_id)
-
-    @strawberry.field(
+    id: strawberry.ID = strawberry.field(
+        description="Globally unique id of this preview (account and plan)."
+    )
+    provider: ProviderEnum = strawberry.field(description="The provider that priced the change.")
+    account_id: strawberry.ID = strawberry.field(description="The account the change is for.")
+    plan_id: strawberry.ID = strawberry.field(description="The plan the account would change to.")
+    currency: str = strawberry.field(
         description="ISO 4217 currency of every amount: the provider's, or the configured one."
     )
-    def currency(self) -> str:
-        return self.model.currency
-
-    @strawberry.field(description="The charges and credits of the change.")
-    def line_items(self) -> list[CheckoutPreviewLine]:
-        return [CheckoutPreviewLine(model=line) for line in self.model.lines]
-
-    @strawberry.field(description="The sum before taxes and discounts.")
-    def subtotal(self) -> Money | None:
-        return _money(self.model.subtotal)
-
-    @strawberry.field(description="The amount to pay.")
-    def total(self) -> Money | None:
-        return _money(self.model.total)
-
-    @strawberry.field(
+    line_items: list[CheckoutPreviewLine] = strawberry.field(
+        description="The charges and credits of the change."
+    )
+    subtotal: Money | None = strawberry.field(description="The sum before taxes and discounts.")
+    total: Money | None = strawberry.field(description="The amount to pay.")
+    hosted_checkout_required: bool = strawberry.field(
         description="Whether the change needs the hosted checkout (`startCheckout`) to be paid."
     )
-    def hosted_checkout_required(self) -> bool:
-        return self.model.hosted_checkout_required
-
-    @strawberry.field(description="The provider's kind of checkout, as it names it.")
-    def checkout_type(self) -> str | None:
-        return self.model.checkout_type
+    checkout_type: str | None = strawberry.field(
+        description="The provider's kind of checkout, as it names it."
+    )
 
     @strawberry.field(description=RAW_DESCRIPTION)
     def raw(self, info: Info) -> JSON | None:
         return _raw(info, self.model.provider, self.model.raw)
+
+    @classmethod
+    def of(cls, model: models.CheckoutPreview) -> CheckoutPreview:
+        """The GraphQL preview of `model`."""
+        return cls(
+            model=model,
+            id=strawberry.ID(
+                global_id("CheckoutPreview", model.provider, model.account_id, model.plan_id)
+            ),
+            provider=from_domain(ProviderEnum, model.provider),
+            account_id=strawberry.ID(model.account_id),
+            plan_id=strawberry.ID(model.plan_id),
+            currency=model.currency,
+            line_items=[CheckoutPreviewLine.of(line) for line in model.lines],
+            subtotal=_money(model.subtotal),
+            total=_money(model.total),
+            hosted_checkout_required=model.hosted_checkout_required,
+            checkout_type=model.checkout_type,
+        )
