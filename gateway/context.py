@@ -10,11 +10,12 @@ import strawberry
 
 from gateway.checkout.idempotency import IdempotencyStore, digest
 from gateway.clients import Clients
+from gateway.credentials import Credential, MalformedCredential
 from gateway.errors import InvalidInput, MissingCredentials
 from gateway.keys import FULL_SCOPE, GatewayKey, KeyScope, Permission
 from gateway.loaders import Loaders
 from gateway.provider import Provider
-from gateway.settings import ConfigurationError, Credential, Settings
+from gateway.settings import Settings
 from gateway.sources import AccountRef
 from gateway.validation import check_account_id
 
@@ -50,7 +51,7 @@ class Context:
         if raw is not None:
             try:
                 return Credential(raw)
-            except ConfigurationError:
+            except MalformedCredential:
                 raise MissingCredentials(
                     f"The {header} header is empty or malformed: it must be a token of visible "
                     "ASCII characters.",

@@ -9,6 +9,8 @@ caller (never an upstream body, a URL with its query or a credential)::
     ├── CheckoutLimitReached          CHECKOUT_LIMITED     a checkout rate or key quota is full
     ├── MissingCredentials            UNAUTHENTICATED      no credential for a provider
     ├── OutOfScope                    NOT_ALLOWED          beyond the caller's gateway key scope
+    ├── GatewayUnavailable            GATEWAY_UNAVAILABLE  a store of the gateway's own (idempotency
+    │                                                      keys in Redis) cannot answer, retryable
     └── UpstreamError                 (per leaf)           a provider answered badly or not at all
         ├── UpstreamUnauthorized      UNAUTHENTICATED      401
         ├── UpstreamForbidden         NOT_ALLOWED          403 (and Almanac manage.allowed false)
@@ -22,8 +24,12 @@ caller (never an upstream body, a URL with its query or a credential)::
         ├── UpstreamUnreachable       UPSTREAM_UNREACHABLE connection refused or dropped, retryable
         └── UpstreamBadResponse       UPSTREAM_BAD_RESPONSE answer breaks the contract
 
-HTTP statuses and httpx exceptions are mapped to these in one place, `upstreams/_base.py`; the
+HTTP statuses and httpx exceptions are mapped to these in one place, `upstreams/mapping.py`; the
 GraphQL layer maps these to GraphQL error types in one place, `schema/errors.py`.
+
+`ErrorCode` holds every code a response can carry. `EDGE_CODES` are the HTTP edge's refusals,
+answered before GraphQL runs (`gateway/http/`): never an exception's code, so they are not values
+of the GraphQL `ErrorCode` enum, which types `Error.code`.
 """
 
 from __future__ import annotations
@@ -51,8 +57,26 @@ class ErrorCode(enum.Enum):
     UPSTREAM_TIMEOUT = "UPSTREAM_TIMEOUT"
     UPSTREAM_UNREACHABLE = "UPSTREAM_UNREACHABLE"
     UPSTREAM_BAD_RESPONSE = "UPSTREAM_BAD_RESPONSE"
+    GATEWAY_UNAVAILABLE = "GATEWAY_UNAVAILABLE"
     INVALID_QUERY = "INVALID_QUERY"
     INTERNAL = "INTERNAL"
+    # The HTTP edge's own (`EDGE_CODES`).
+    NOT_ACCEPTABLE = "NOT_ACCEPTABLE"
+    MISDIRECTED_REQUEST = "MISDIRECTED_REQUEST"
+    PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+    PERSISTED_QUERY_REQUIRED = "PERSISTED_QUERY_REQUIRED"
+
+
+# Refusals of the HTTP edge, before GraphQL runs: a 406 for an Accept naming no JSON type, a 421
+# for a Host not allowed, and Apollo's persisted-query answers (their codes are Apollo's protocol).
+EDGE_CODES = frozenset(
+    {
+        ErrorCode.NOT_ACCEPTABLE,
+        ErrorCode.MISDIRECTED_REQUEST,
+        ErrorCode.PERSISTED_QUERY_NOT_FOUND,
+        ErrorCode.PERSISTED_QUERY_REQUIRED,
+    }
+)
 
 
 class GatewayError(Exception):
@@ -143,6 +167,20 @@ class OutOfScope(GatewayError):
     """The caller's gateway key may not reach this provider or account, or do this."""
 
     code = ErrorCode.NOT_ALLOWED
+
+
+class GatewayUnavailable(GatewayError):
+    """A store of the gateway's own (the shared idempotency store) cannot answer, so nothing was
+    sent to the provider: not the provider's failure. Retryable; `retry_after` when known."""
+
+    code = ErrorCode.GATEWAY_UNAVAILABLE
+    retryable = True
+
+    def __init__(
+        self, message: str, *, provider: Provider | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.retry_after = retry_after
 
 
 class UpstreamError(GatewayError):

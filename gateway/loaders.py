@@ -29,6 +29,7 @@ from aiodataloader import DataLoader
 
 from gateway import normalize
 from gateway.clients import Clients, NormalizedAnswers
+from gateway.credentials import Credential
 from gateway.models import (
     AlmanacBilling,
     AutopostingBilling,
@@ -38,7 +39,7 @@ from gateway.models import (
 )
 from gateway.normalize import DriftRecorder
 from gateway.provider import Provider
-from gateway.settings import Credential, Settings
+from gateway.settings import Settings
 from gateway.sources import AccountSource, AlmanacAccounts, AlmanacKey, AutopostingAccounts
 from gateway.upstreams import AlmanacClient, AutopostingClient
 from gateway.upstreams.stale import Served, StaleIfError, stale_key

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from starlette.config import Config
 
+from gateway.credentials import Credential, MalformedCredential
 from gateway.http.persisted import DEFAULT_APQ_CACHE_SIZE, ManifestError, read_manifest
 from gateway.keys import GatewayKey, KeyFileError, distinct_keys, plain_keys, read_key_file
 from gateway.provider import Provider
@@ -104,32 +105,6 @@ DEFAULT_AUTOPOSTING_PLANS: tuple[Mapping[str, Any], ...] = (
 
 class ConfigurationError(ValueError):
     """A setting is missing or malformed; raised at start-up, never per request."""
-
-
-@dataclass(frozen=True, slots=True)
-class Credential:
-    """A secret token: hashable by value, and never shown by repr or str."""
-
-    value: str = field(repr=False)
-
-    def __post_init__(self) -> None:
-        # Visible ASCII only (RFC 9110's VCHAR, as in a token68): it travels in an HTTP header,
-        # where any other byte is refused or re-encoded on the way.
-        value = self.value
-        if not (value and value.isascii() and value.isprintable()) or " " in value:
-            raise ConfigurationError(
-                "a credential must be a non-empty token of visible ASCII characters (no spaces "
-                "or control characters)"
-            )
-
-    def reveal(self) -> str:
-        """The token itself, for an Authorization header and nothing else."""
-        return self.value
-
-    def __repr__(self) -> str:
-        return "Credential('**********')"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,7 +402,7 @@ class _Environment:
     def credentials(self, name: str) -> tuple[Credential, ...]:
         try:
             return tuple(Credential(item) for item in self.items(name))
-        except ConfigurationError:
+        except MalformedCredential:
             raise ConfigurationError(
                 f"{name} must be comma-separated tokens without spaces or control characters"
             ) from None
@@ -470,7 +445,7 @@ class _Environment:
             return None
         try:
             return Credential(raw)
-        except ConfigurationError:
+        except MalformedCredential:
             raise ConfigurationError(
                 f"{name} must be a token without spaces or control characters"
             ) from None

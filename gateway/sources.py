@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gateway.credentials import Credential
 from gateway.models import (
     AlmanacBilling,
     Freshness,
@@ -18,7 +19,6 @@ from gateway.models import (
     UsageMeter,
 )
 from gateway.provider import Provider
-from gateway.settings import Credential
 from gateway.validation import account_mismatch
 
 if TYPE_CHECKING:

@@ -53,6 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gateway.credentials import Credential
 from gateway.errors import CheckoutLimit, CheckoutLimitReached, UpstreamError
 from gateway.models import CheckoutSession
 from gateway.provider import Provider
@@ -62,12 +63,16 @@ from gateway.settings import (
     DEFAULT_IDEMPOTENCY_KEYS_PER_CALLER,
     DEFAULT_IDEMPOTENCY_KEYS_PER_CREDENTIAL,
     DEFAULT_IDEMPOTENCY_MAX_KEYS,
-    Credential,
     Settings,
 )
 
 # The rate limiter forgets callers whose bucket is full again once it holds more than this many.
 RATE_SWEEP_AT = 1024
+# Ends the message of every remembered failure whose outcome is unknown (what is remembered, above).
+UNKNOWN_OUTCOME = (
+    " The checkout may have been created, so this idempotency key gives this answer until it "
+    "expires: retry with a new idempotency key after checking the account's billing for it."
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from gateway import normalize
 from gateway.clients import Clients
+from gateway.credentials import Credential
 from gateway.errors import InvalidInput
 from gateway.models import CheckoutPreview
 from gateway.provider import Provider
-from gateway.settings import Credential, Settings
+from gateway.settings import Settings
 from gateway.validation import check_account_id, check_identifier
 
 

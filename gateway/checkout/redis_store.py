@@ -22,17 +22,17 @@ step is one Lua script, so it is atomic across processes:
 
 Nothing here relies on Redis evicting keys: live keys are bounded by the quotas and leave by
 expiry, and under `maxmemory-policy noeviction` (docs/replicas.md) a full Redis refuses writes,
-which `reserve` answers as `IdempotencyUnavailable` (`warn_if_evicting` logs a Redis that would
+which `reserve` answers as `GatewayUnavailable` (`warn_if_evicting` logs a Redis that would
 evict instead).
 
 A caller finding the key in flight with its own fingerprint polls (short, growing pauses) until
 an outcome is written (a replay), the key is released (it reserves it itself) or `wait_timeout`
-passes: then `IdempotencyUnavailable`, retryable, so a request never hangs on another. A key whose
+passes: then `GatewayUnavailable`, retryable, so a request never hangs on another. A key whose
 owner outlived its `lease` (the process died mid-checkout) is read as an unknown outcome, the
 same answer as a timed-out POST, never as a release: the checkout may exist at the provider.
 
 Redis failing (down, timing out, read-only after a failover) during `reserve` is
-`IdempotencyUnavailable` before anything is sent upstream, so an outage can never create a
+`GatewayUnavailable` before anything is sent upstream, so an outage can never create a
 checkout twice. `complete` and `release` failing are logged and swallowed: the caller still gets
 its session or its real error, and the key it leaves in flight reads as an unknown outcome once
 its lease ends (conservative: at worst a retry with the same key is refused, never repeated).
@@ -55,6 +55,7 @@ from redis.exceptions import RedisError
 
 from gateway import errors
 from gateway.checkout.idempotency import (
+    UNKNOWN_OUTCOME,
     Acquired,
     CheckoutLimits,
     CheckoutRate,
@@ -66,13 +67,7 @@ from gateway.checkout.idempotency import (
     Scope,
     limit_reached,
 )
-from gateway.errors import (
-    CheckoutLimit,
-    GatewayError,
-    UpstreamError,
-    UpstreamUnavailable,
-    UpstreamUnreachable,
-)
+from gateway.errors import CheckoutLimit, GatewayUnavailable, UpstreamError, UpstreamUnreachable
 from gateway.http.health import Check, CheckResult
 from gateway.models import CheckoutSession
 from gateway.provider import Provider
@@ -99,11 +94,6 @@ DEFAULT_SOCKET_TIMEOUT = 2.0
 LEASE_ENDED = (
     "The first request with this idempotency key ended without recording its answer (its "
     "gateway stopped mid-checkout)."
-)
-# Same wording as checkout.start.UNKNOWN_OUTCOME (not imported: checkout depends on the store).
-UNKNOWN_OUTCOME = (
-    " The checkout may have been created, so this idempotency key gives this answer until it "
-    "expires: retry with a new idempotency key after checking the account's billing for it."
 )
 
 # KEYS: the key's hash, then the live sets of the caller, the credential and all keys.
@@ -179,24 +169,6 @@ return -1
 """
 
 
-class IdempotencyUnavailable(UpstreamUnavailable):
-    """The shared idempotency store cannot answer; nothing was sent to the provider. Retryable.
-
-    Provisional: it is an `UpstreamUnavailable` only so that the schema's existing mapping gives a
-    typed, retryable `ProviderError` (code UPSTREAM_UNAVAILABLE, no upstream status); it is not the
-    provider's failure, and its message says so. A gateway-side code and error type belong in
-    `gateway.errors` and the schema.
-    """
-
-    def __init__(self, message: str, *, provider: Provider | None) -> None:
-        # No provider answered: none of UpstreamError's upstream fields apply. The resolver's
-        # `attributed_to` names the provider when the scope did not.
-        GatewayError.__init__(self, message, provider=provider)
-        self.status = None
-        self.upstream_code = None
-        self.retry_after = None
-
-
 def open_redis(
     url: str,
     *,
@@ -236,7 +208,7 @@ class RedisIdempotencyStore:
 
     Redis failing in `admit` falls back to a rate kept in this process (a checkout without a key
     goes on working while Redis is down, still limited); in `reserve` it is
-    `IdempotencyUnavailable`.
+    `GatewayUnavailable`.
     """
 
     def __init__(
@@ -328,7 +300,7 @@ class RedisIdempotencyStore:
             if int(number) <= 0:
                 return Replay(_lease_ended(scope))
             if time.monotonic() >= deadline:
-                raise IdempotencyUnavailable(
+                raise GatewayUnavailable(
                     "A request with this idempotency key is still in progress; retry shortly "
                     "with the same key to get its answer.",
                     provider=scope.provider,
@@ -434,8 +406,8 @@ def _lease_ended(scope: Scope) -> RememberedFailure:
     return RememberedFailure(UpstreamUnreachable, LEASE_ENDED + UNKNOWN_OUTCOME, scope.provider)
 
 
-def _unavailable(scope: Scope) -> IdempotencyUnavailable:
-    return IdempotencyUnavailable(
+def _unavailable(scope: Scope) -> GatewayUnavailable:
+    return GatewayUnavailable(
         "The gateway cannot reach its idempotency store, so it did not send the checkout: retry "
         "shortly with the same idempotency key.",
         provider=scope.provider,
@@ -454,7 +426,6 @@ __all__ = [
     "KEY_PREFIX",
     "LIVE_PREFIX",
     "RATE_PREFIX",
-    "IdempotencyUnavailable",
     "RedisIdempotencyStore",
     "open_redis",
     "redis_check",

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from gateway import normalize
 from gateway.checkout.idempotency import (
+    UNKNOWN_OUTCOME,
     Conflict,
     IdempotencyStore,
     RememberedFailure,
@@ -29,6 +30,7 @@ from gateway.checkout.idempotency import (
     digest,
 )
 from gateway.clients import Clients
+from gateway.credentials import Credential
 from gateway.errors import (
     GatewayError,
     IdempotencyConflict,
@@ -46,7 +48,7 @@ from gateway.errors import (
 from gateway.loaders import Loaders
 from gateway.models import CheckoutSession
 from gateway.provider import Provider
-from gateway.settings import Credential, Settings
+from gateway.settings import Settings
 from gateway.validation import account_mismatch, check_account_id, check_identifier
 
 MAX_URL_LENGTH = 2048
@@ -67,10 +69,6 @@ REFUSED_CHECKOUT_ERRORS: tuple[type[GatewayError], ...] = (
     UpstreamNotFound,
     UpstreamRejected,
     UpstreamRateLimited,
-)
-UNKNOWN_OUTCOME = (
-    " The checkout may have been created, so this idempotency key gives this answer until it "
-    "expires: retry with a new idempotency key after checking the account's billing for it."
 )
 
 

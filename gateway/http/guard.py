@@ -35,7 +35,6 @@ from gateway.keys import GatewayKey, key_digest
 
 ALLOWED_METHODS = ("GET", "POST")
 JSON_MEDIA_TYPE = "application/json"
-NOT_ACCEPTABLE = "NOT_ACCEPTABLE"
 GRAPHQL_RESPONSE_MEDIA_TYPE = "application/graphql-response+json"
 # Every request header the API reads, for CORS preflights.
 CORS_ALLOWED_HEADERS = (
@@ -51,16 +50,34 @@ CORS_MAX_AGE = 600
 def error_response(
     status: int,
     message: str,
-    code: ErrorCode | str,
+    code: ErrorCode,
     *,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """A refusal in the shape of a GraphQL response: one error with `extensions.code`."""
-    value = code.value if isinstance(code, ErrorCode) else code
     return JSONResponse(
-        {"errors": [{"message": message, "extensions": {"code": value}}]},
+        {"errors": [{"message": message, "extensions": {"code": code.value}}]},
         status_code=status,
         headers=dict(headers or {}),
+    )
+
+
+def unauthenticated(authorization: str | None) -> JSONResponse:
+    """The 401 of every endpoint that needs a gateway key, for the `Authorization` header value
+    the request sent (None: none), which did not carry a key of this gateway."""
+    if authorization is None:
+        return error_response(
+            401,
+            "A gateway key is required: send Authorization: Bearer <key>.",
+            ErrorCode.UNAUTHENTICATED,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return error_response(
+        401,
+        "The gateway key is not valid: send Authorization: Bearer <key> with a key of this "
+        "gateway.",
+        ErrorCode.UNAUTHENTICATED,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
     )
 
 
@@ -133,10 +150,6 @@ class ApiKeys:
                 matched = key
         return matched if scheme.lower() == "bearer" and token else None
 
-    def accepts(self, authorization: str | None) -> bool:
-        """Whether an `Authorization` header value carries one of the keys."""
-        return self.match(authorization) is not None
-
 
 class _BodyTooLarge(Exception):
     pass
@@ -205,29 +218,19 @@ class GraphQLGuard:
             return error_response(
                 404, "GraphiQL is not enabled on this gateway.", ErrorCode.NOT_FOUND
             )
-        key = self.api_keys.match(request.headers.get("authorization")) if self.api_keys else None
+        authorization = request.headers.get("authorization")
+        key = self.api_keys.match(authorization) if self.api_keys else None
         if key is not None:
             # The accepted key, whose scope the GraphQL context applies (gateway/keys.py).
             request.state.gateway_key = key
         elif self.api_keys:
-            presented = "authorization" in request.headers
-            return error_response(
-                401,
-                "The gateway key is not valid: send Authorization: Bearer <key> with a key of "
-                "this gateway."
-                if presented
-                else "A gateway key is required: send Authorization: Bearer <key>.",
-                ErrorCode.UNAUTHENTICATED,
-                headers={
-                    "WWW-Authenticate": 'Bearer error="invalid_token"' if presented else "Bearer"
-                },
-            )
+            return unauthenticated(authorization)
         if preferred_media_type(request.headers.get("accept")) is None:
             return error_response(
                 406,
                 f"The GraphQL endpoint answers {GRAPHQL_RESPONSE_MEDIA_TYPE} or {JSON_MEDIA_TYPE}: "
                 "send an Accept header naming one of them (or none).",
-                NOT_ACCEPTABLE,
+                ErrorCode.NOT_ACCEPTABLE,
             )
         if request.method == "POST":
             media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()

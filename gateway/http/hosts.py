@@ -17,9 +17,9 @@ from collections.abc import Collection
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.errors import ErrorCode
 from gateway.http.guard import error_response
 
-MISDIRECTED_REQUEST = "MISDIRECTED_REQUEST"
 # A host name (letters, digits, hyphens, dots) or an IPv6 literal in brackets, then an optional
 # port: anything else (userinfo, spaces, a path) is malformed.
 _HOST = re.compile(r"(?P<host>[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
@@ -63,6 +63,6 @@ class AllowedHostsMiddleware:
         response = error_response(
             421,
             "This gateway does not answer for that host name (see GATEWAY_ALLOWED_HOSTS).",
-            MISDIRECTED_REQUEST,
+            ErrorCode.MISDIRECTED_REQUEST,
         )
         await response(scope, receive, send)

@@ -36,17 +36,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from gateway.errors import ErrorCode
+
 DEFAULT_APQ_CACHE_SIZE = 1000
-PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
-PERSISTED_QUERY_REQUIRED = "PERSISTED_QUERY_REQUIRED"
-INVALID_QUERY = "INVALID_QUERY"
 APOLLO_MANIFEST_FORMAT = "apollo-persisted-query-manifest"
 
 
 class PersistedQueryError(Exception):
     """A request the persisted-operation rules refuse, with its HTTP status and error code."""
 
-    def __init__(self, status: int, message: str, code: str) -> None:
+    def __init__(self, status: int, message: str, code: ErrorCode) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -129,7 +128,7 @@ class PersistedOperations:
                 400,
                 "extensions.persistedQuery.sha256Hash is not the sha256 of the query: hash the "
                 "query's exact text (UTF-8, hex digest).",
-                INVALID_QUERY,
+                ErrorCode.INVALID_QUERY,
             )
         if self.persisted_only:
             if digest not in self.manifest:
@@ -146,7 +145,9 @@ class PersistedOperations:
         if document is None:
             # Apollo clients resend the operation with its query on this message and code, and
             # turn persisted queries off on a 400: hence a 200.
-            raise PersistedQueryError(200, "PersistedQueryNotFound", PERSISTED_QUERY_NOT_FOUND)
+            raise PersistedQueryError(
+                200, "PersistedQueryNotFound", ErrorCode.PERSISTED_QUERY_NOT_FOUND
+            )
         self._cache.move_to_end(digest)
         return document
 
@@ -167,7 +168,7 @@ def _requested_hash(persisted: object) -> str:
             400,
             "extensions.persistedQuery must be {version: 1, sha256Hash: <hex sha256>}: only "
             "version 1 is supported.",
-            INVALID_QUERY,
+            ErrorCode.INVALID_QUERY,
         )
     digest = persisted.get("sha256Hash")
     if not (
@@ -178,7 +179,7 @@ def _requested_hash(persisted: object) -> str:
         raise PersistedQueryError(
             400,
             "extensions.persistedQuery.sha256Hash must be a hex sha256 (64 characters).",
-            INVALID_QUERY,
+            ErrorCode.INVALID_QUERY,
         )
     return digest.lower()
 
@@ -188,5 +189,5 @@ def _required() -> PersistedQueryError:
         400,
         "This gateway runs persisted operations only: send the operation's sha256Hash in "
         "extensions.persistedQuery, for an operation of the gateway's manifest.",
-        PERSISTED_QUERY_REQUIRED,
+        ErrorCode.PERSISTED_QUERY_REQUIRED,
     )

@@ -74,9 +74,13 @@ class ManageReasonEnum(enum.Enum):
     )
 
 
+# `gateway.errors.ErrorCode` but its `EDGE_CODES`, which no exception and no typed error carries.
 @strawberry.enum(
     name="ErrorCode",
-    description="Machine-readable error codes, in typed errors and in `extensions.code`.",
+    description="Machine-readable error codes, in typed errors and in `extensions.code`. "
+    "Refusals of the HTTP endpoint before GraphQL runs carry codes of their own in "
+    "`extensions.code`: NOT_ACCEPTABLE, MISDIRECTED_REQUEST, PERSISTED_QUERY_NOT_FOUND, "
+    "PERSISTED_QUERY_REQUIRED.",
 )
 class ErrorCodeEnum(enum.Enum):
     INVALID_INPUT = strawberry.enum_value(
@@ -122,6 +126,11 @@ class ErrorCodeEnum(enum.Enum):
     )
     UPSTREAM_BAD_RESPONSE = strawberry.enum_value(
         "UPSTREAM_BAD_RESPONSE", description="The provider's answer broke its contract."
+    )
+    GATEWAY_UNAVAILABLE = strawberry.enum_value(
+        "GATEWAY_UNAVAILABLE",
+        description="A store of the gateway's own (its shared idempotency store) could not "
+        "answer, so nothing was sent to the provider; retrying shortly may help.",
     )
     INVALID_QUERY = strawberry.enum_value(
         "INVALID_QUERY",

@@ -20,6 +20,7 @@ from gateway.errors import (
     CheckoutLimitReached,
     ErrorCode,
     GatewayError,
+    GatewayUnavailable,
     InvalidInput,
     MissingCredentials,
     OutOfScope,
@@ -93,7 +94,20 @@ class CheckoutLimitError(Error):
     )
 
 
+@strawberry.type(
+    description="A store of the gateway's own (its shared idempotency store) could not answer, so "
+    "nothing was sent to the provider. Not the provider's failure: retry shortly, with the same "
+    "idempotency key."
+)
+class GatewayUnavailableError(Error):
+    retryable: bool = strawberry.field(description="Always true: the store may answer again.")
+    retry_after_seconds: float | None = strawberry.field(
+        description="How long to wait before retrying, when the gateway knows."
+    )
+
+
 ErrorType = InvalidInputError | NotAllowedError | BillingSuspendedError | ProviderError
+CheckoutErrorType = CheckoutLimitError | GatewayUnavailableError
 
 # Exception classes to GraphQL error types, most specific first: the first match wins.
 ERROR_TYPES: tuple[tuple[type[GatewayError], type[ErrorType]], ...] = (
@@ -108,8 +122,9 @@ ERROR_TYPES: tuple[tuple[type[GatewayError], type[ErrorType]], ...] = (
 
 
 # Errors only `startCheckout` raises: members of `StartCheckoutPayload` alone.
-CHECKOUT_ERROR_TYPES: tuple[tuple[type[GatewayError], type[CheckoutLimitError]], ...] = (
+CHECKOUT_ERROR_TYPES: tuple[tuple[type[GatewayError], type[CheckoutErrorType]], ...] = (
     (CheckoutLimitReached, CheckoutLimitError),
+    (GatewayUnavailable, GatewayUnavailableError),
 )
 
 
@@ -140,18 +155,25 @@ def to_graphql_error(exc: GatewayError) -> ErrorType:
     return error_type(**common)
 
 
-def to_checkout_error(exc: GatewayError) -> ErrorType | CheckoutLimitError:
+def to_checkout_error(exc: GatewayError) -> ErrorType | CheckoutErrorType:
     """`to_graphql_error`, and the errors only a checkout raises (`CHECKOUT_ERROR_TYPES`)."""
-    if isinstance(exc, CheckoutLimitReached) and exc.provider is not None:
+    error_type = next((typ for cls, typ in CHECKOUT_ERROR_TYPES if isinstance(exc, cls)), None)
+    if error_type is None or exc.provider is None:
+        return to_graphql_error(exc)
+    common: dict[str, Any] = {
+        "code": from_domain(ErrorCodeEnum, exc.code),
+        "message": exc.message,
+        "provider": from_domain(ProviderEnum, exc.provider),
+        "retryable": exc.retryable,
+    }
+    if isinstance(exc, CheckoutLimitReached):
         return CheckoutLimitError(
-            code=from_domain(ErrorCodeEnum, exc.code),
-            message=exc.message,
-            provider=from_domain(ProviderEnum, exc.provider),
+            **common,
             limit=from_domain(CheckoutLimitEnum, exc.limit),
-            retryable=exc.retryable,
             retry_after_seconds=exc.retry_after,
         )
-    return to_graphql_error(exc)
+    assert isinstance(exc, GatewayUnavailable)
+    return GatewayUnavailableError(**common, retry_after_seconds=exc.retry_after)
 
 
 class GatewayErrorHandler(strawberry.ExceptionHandler[GatewayError, ProviderError]):
@@ -171,7 +193,7 @@ def error_extensions(exc: GatewayError) -> dict[str, Any]:
     extensions: dict[str, Any] = {"code": exc.code.value}
     if exc.provider is not None:
         extensions["provider"] = exc.provider.name
-    if isinstance(exc, UpstreamError):
+    if isinstance(exc, UpstreamError | GatewayUnavailable):
         extensions["retryable"] = exc.retryable
         if exc.retry_after is not None:
             extensions["retryAfterSeconds"] = exc.retry_after

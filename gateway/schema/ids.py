@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from gateway.provider import Provider
 
@@ -14,9 +14,3 @@ def global_id(type_name: str, provider: Provider, *parts: str) -> str:
     # Each part is percent-encoded, so a ":" inside an id cannot make two ids collide.
     text = ":".join(quote(part, safe="") for part in (type_name, provider.value, *parts))
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def decode_global_id(value: str) -> tuple[str, ...]:
-    """The parts of a global id (for tests and debugging)."""
-    padded = value + "=" * (-len(value) % 4)
-    return tuple(unquote(part) for part in base64.urlsafe_b64decode(padded).decode().split(":"))

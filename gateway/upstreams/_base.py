@@ -50,6 +50,7 @@ from typing import ClassVar, NoReturn
 
 import httpx
 
+from gateway.credentials import Credential
 from gateway.errors import (
     InvalidInput,
     UpstreamCircuitOpen,
@@ -58,7 +59,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from gateway.settings import Credential, UpstreamSettings
+from gateway.settings import UpstreamSettings
 from gateway.telemetry.request_id import REQUEST_ID
 from gateway.upstreams.endpoints import Endpoint, endpoint_template
 from gateway.upstreams.mapping import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.settings import Credential
+from gateway.credentials import Credential
 from gateway.upstreams._base import UpstreamClient
 from gateway.upstreams.endpoints import Endpoint
 from gateway.upstreams.reuse import CacheGroup

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from gateway.credentials import Credential
 from gateway.errors import UpstreamBadResponse
-from gateway.settings import Credential
 from gateway.upstreams._base import UpstreamClient
 from gateway.upstreams.endpoints import Endpoint
 from gateway.upstreams.mapping import is_safe_code

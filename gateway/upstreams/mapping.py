@@ -100,13 +100,6 @@ def status_error(status: int, upstream_code: str | None) -> tuple[type[UpstreamE
     return UPSTREAM_CODE_ERRORS.get(upstream_code or "", error_class), message
 
 
-def status_message(name: str, status: int, upstream_code: str | None) -> str:
-    """A safe message for an error status: the provider's own text is never copied."""
-    _, message = status_error(status, upstream_code)
-    code = f" ({upstream_code})" if upstream_code else ""
-    return message.format(name=name, status=status, code=code)
-
-
 def transport_error(exc: httpx.HTTPError) -> tuple[str, type[UpstreamError], str]:
     """The metric label, exception class and message template of a transport failure."""
     return next(row[1:] for row in TRANSPORT_ERRORS if isinstance(exc, row[0]))

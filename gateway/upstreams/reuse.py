@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 from urllib.parse import urlencode
 
-from gateway.settings import Credential
+from gateway.credentials import Credential
 from gateway.upstreams.observers import NoObserver, ReuseObserver
 from gateway.upstreams.resilience import Clock
 from gateway.upstreams.store_health import StoreHealth
@@ -124,10 +124,6 @@ class Coalescer:
 
     def __init__(self) -> None:
         self._calls: dict[str, _Shared[object]] = {}
-
-    def in_flight(self) -> int:
-        """How many shared calls are running."""
-        return len(self._calls)
 
     async def run(
         self,

@@ -32,13 +32,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway import jsonfast
+from gateway.credentials import Credential
 from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
     UpstreamUnreachable,
 )
-from gateway.settings import Credential
 from gateway.upstreams.resilience import Clock
 from gateway.upstreams.reuse import CacheUnavailable, credential_digest
 

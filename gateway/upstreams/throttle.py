@@ -27,7 +27,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway.settings import Credential
+from gateway.credentials import Credential
 from gateway.upstreams.mapping import parse_retry_after
 from gateway.upstreams.resilience import Clock
 from gateway.upstreams.reuse import credential_digest
