@@ -27,7 +27,7 @@ test-fast: $(BIN)/billing-gateway  ## the inner loop: every test but the slow on
 lint: $(BIN)/billing-gateway  ## ruff and mypy --strict, as CI runs them
 	$(BIN)/ruff check gateway tests bench scripts
 	$(BIN)/ruff format --check gateway tests bench scripts
-	$(BIN)/mypy --strict gateway
+	$(BIN)/mypy --strict gateway tests
 
 schema: $(BIN)/billing-gateway  ## regenerate schema.graphql from the code
 	$(BIN)/billing-gateway export-schema --output schema.graphql

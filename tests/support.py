@@ -1,15 +1,28 @@
-"""Test helpers: a gateway wired to the in-process sandbox, and a GraphQL executor that fails on
-unexpected errors."""
+"""What the tests share: settings for the sandbox, the gateway two ways (the schema in process, or
+the app over ASGI with its lifespan), the operations a client sends, and fakes (a clock, a log
+handler).
+
+A test file reads as the product: it names an operation from tests/operations/, sends it through a
+`Gateway` or a `serve`d app, and asserts what a caller sees and what reached the sandbox upstreams.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import email.utils
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import strawberry
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.types import Receive, Scope, Send
 
+from gateway.app import create_app
 from gateway.checkout.idempotency import IdempotencyStore, MemoryIdempotencyStore
 from gateway.clients import Clients
 from gateway.context import build_context
@@ -28,6 +41,16 @@ from gateway.settings import Settings, load_settings
 ALMANAC_TEST_URL = "http://almanac.test"
 AUTOPOSTING_TEST_URL = "http://autoposting.test"
 TEST_API_KEY = "gw-test-key"
+SUCCESS_URL = "https://app.example.com/billing/success"
+CANCEL_URL = "https://app.example.com/billing/cancel"
+# The input of an Autoposting checkout any test can start: the key's own account, redirect URLs on
+# the allow-list of `make_settings`.
+AUTOPOSTING_CHECKOUT = {
+    "provider": "AUTOPOSTING",
+    "planId": "plan_pro",
+    "successUrl": SUCCESS_URL,
+    "cancelUrl": CANCEL_URL,
+}
 
 
 def make_settings(**environ: str) -> Settings:
@@ -42,6 +65,62 @@ def make_settings(**environ: str) -> Settings:
         "GATEWAY_REDIRECT_HOSTS": "app.example.com",
     }
     return load_settings({**base, **environ})
+
+
+# --- operations ----------------------------------------------------------------------------------
+
+OPERATIONS = Path(__file__).parent / "operations"
+
+
+def operation(name: str) -> str:
+    """The GraphQL document tests/operations/<name>.graphql."""
+    return (OPERATIONS / f"{name}.graphql").read_text(encoding="utf-8")
+
+
+# Variables: `input`; `withAccountId` and `withRaw` (both false by default) add those two fields.
+START_CHECKOUT = operation("start_checkout")
+# Variables: `provider`, and `id` (the account; Autoposting's is the key's own).
+BILLING_ACCOUNT = operation("billing_account")
+# billingAccount > currentPlan > price > amount: depth 3, as QueryDepthLimiter counts (from 0).
+FOUR_LEVELS = (
+    '{ billingAccount(provider: ALMANAC, accountId: "org_acme") '
+    "{ ... on BillingAccount { currentPlan { price { amount } } } } }"
+)
+
+
+def billing_account_query(selection: str) -> str:
+    """`billingAccount` of `$provider` and `$id`, selecting `selection`."""
+    return (
+        "query($provider: Provider!, $id: ID) "
+        f"{{ billingAccount(provider: $provider, accountId: $id) {{{selection}}} }}"
+    )
+
+
+def billing_accounts_query(selection: str) -> str:
+    """`billingAccounts` of `$accounts`, each selecting `selection`."""
+    return (
+        "query($accounts: [AccountInput!]!) "
+        f"{{ billingAccounts(accounts: $accounts) {{{selection}}} }}"
+    )
+
+
+def doubling(levels: int, leaf: str = "__typename") -> str:
+    """`...F0`, each fragment spreading the next twice: 2**levels leaves in a few bytes each."""
+    fragments = " ".join(
+        f"fragment F{i} on Query{{...F{i + 1} ...F{i + 1}}}" for i in range(levels)
+    )
+    return f"query Q{{...F0}} {fragments} fragment F{levels} on Query{{{leaf}}}"
+
+
+# --- the schema in process -----------------------------------------------------------------------
+
+
+def sandbox_transports(state: SandboxState) -> dict[Provider, httpx.AsyncBaseTransport]:
+    """Transports that reach the two sandbox upstreams in process, recording into `state`."""
+    return {
+        Provider.ALMANAC: httpx.ASGITransport(app=create_almanac_app(state)),
+        Provider.AUTOPOSTING: httpx.ASGITransport(app=create_autoposting_app(state)),
+    }
 
 
 @dataclass
@@ -90,13 +169,9 @@ class Gateway:
     drifts: list[Drift] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        apps = {
-            Provider.ALMANAC: create_almanac_app(self.state),
-            Provider.AUTOPOSTING: create_autoposting_app(self.state),
-        }
         transports: dict[Provider, httpx.AsyncBaseTransport] = {
-            provider: InFlightTransport(httpx.ASGITransport(app=app), self.in_flight)
-            for provider, app in apps.items()
+            provider: InFlightTransport(transport, self.in_flight)
+            for provider, transport in sandbox_transports(self.state).items()
         }
         if self.wrap_transport is not None:
             transports = {p: self.wrap_transport(p, t) for p, t in transports.items()}
@@ -134,4 +209,118 @@ class Gateway:
         await self.clients.aclose()
 
 
-__all__ = ["Gateway", "InFlight", "make_settings"]
+async def start_checkout(
+    gateway: Gateway, headers: Mapping[str, str] | None = None, /, **fields: Any
+) -> dict[str, Any]:
+    """`startCheckout` with `fields` as its input (`START_CHECKOUT`'s default selection)."""
+    data = await gateway.execute(START_CHECKOUT, {"input": fields}, headers=headers)
+    payload: dict[str, Any] = data["startCheckout"]
+    return payload
+
+
+# --- the app over ASGI ---------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def serve(
+    settings: Settings,
+    transports: Mapping[Provider, httpx.AsyncBaseTransport] | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    ready: Callable[[Mapping[str, Any]], Awaitable[None]] | None = None,
+    lifespan: bool = True,
+    raise_app_exceptions: bool = True,
+    root_path: str = "",
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client (sending `headers`) of the app, whose lifespan runs around it as under a server.
+
+    `ready` is awaited with the lifespan's state before the first request. `lifespan=False`
+    leaves the requests without that state, as a server without lifespan support would.
+    """
+    app = create_app(settings, transports=transports)
+    async with app.router.lifespan_context(app) as lifespan_state:
+        if ready is not None:
+            await ready(lifespan_state or {})
+
+        async def served(scope: Scope, receive: Receive, send: Send) -> None:
+            # What uvicorn does: each request's scope gets a copy of the lifespan's state.
+            if lifespan:
+                scope["state"] = dict(lifespan_state or {})
+            await app(scope, receive, send)
+
+        transport = httpx.ASGITransport(
+            app=served, raise_app_exceptions=raise_app_exceptions, root_path=root_path
+        )
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://gateway.test", headers=headers
+        ) as client:
+            yield client
+
+
+@asynccontextmanager
+async def client_of(state: SandboxState, **environ: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app configured by `make_settings(**environ)`, over the sandbox."""
+    async with serve(make_settings(**environ), sandbox_transports(state)) as client:
+        yield client
+
+
+async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` on /metrics whose labels include `labels`."""
+    text = (await client.get("/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+# --- answers and fakes ---------------------------------------------------------------------------
+
+
+def assert_complete(account: Mapping[str, Any], provider: str, account_id: str) -> None:
+    """A billing account with plans, a current plan among them, and usage meters."""
+    assert account["__typename"] == "BillingAccount", account
+    assert account["provider"] == provider
+    assert account["accountId"] == account_id
+    assert account["currentPlan"]["planId"]
+    assert [plan["planId"] for plan in account["plans"] if plan["current"]] == [
+        account["currentPlan"]["planId"]
+    ]
+    assert account["usageMeters"]
+
+
+class ExplodingTransport(httpx.AsyncBaseTransport):
+    """A transport with a bug: it raises something no layer expects."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("kaboom: internal detail 7f3a")
+
+
+def http_date(seconds_from_now: float) -> str:
+    """An HTTP date (as in Retry-After), `seconds_from_now` from the wall clock."""
+    return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
+
+
+@dataclass
+class FakeClock:
+    """A clock that moves only when told: `now += seconds`, or `advance(seconds)`."""
+
+    now: float = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class LogRecords(logging.Handler):
+    """Keeps the records of `level` and above in `records`."""
+
+    def __init__(self, level: int = logging.WARNING) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from gateway.sandbox import (
@@ -11,8 +13,7 @@ from gateway.sandbox import (
     Fault,
     SandboxState,
 )
-from gateway.schema.ids import decode_global_id
-from tests.support import Gateway, make_settings
+from tests.support import Gateway, billing_account_query, billing_accounts_query, make_settings
 
 ACCOUNT_FIELDS = """
     __typename
@@ -30,15 +31,8 @@ ACCOUNT_FIELDS = """
     ... on InvalidInputError { field }
     ... on ProviderError { retryable upstreamStatus retryAfterSeconds }
 """
-ONE_ACCOUNT = (
-    "query($provider: Provider!, $id: ID) "
-    "{ billingAccount(provider: $provider, accountId: $id) {" + ACCOUNT_FIELDS + "} }"
-)
-MANY_ACCOUNTS = (
-    "query($accounts: [AccountInput!]!) { billingAccounts(accounts: $accounts) {"
-    + ACCOUNT_FIELDS
-    + "} }"
-)
+ONE_ACCOUNT = billing_account_query(ACCOUNT_FIELDS)
+MANY_ACCOUNTS = billing_accounts_query(ACCOUNT_FIELDS)
 ALMANAC_BILLING = "/v1/organizations/{}/billing"
 
 
@@ -51,7 +45,8 @@ async def test_an_almanac_organization_comes_with_plans_usage_and_manage_from_on
     assert account["__typename"] == "BillingAccount"
     assert account["provider"] == "ALMANAC"
     assert account["accountId"] == "org_acme"
-    assert decode_global_id(account["id"]) == ("BillingAccount", "almanac", "org_acme")
+    padded = account["id"] + "=" * (-len(account["id"]) % 4)
+    assert base64.urlsafe_b64decode(padded) == b"BillingAccount:almanac:org_acme"
     assert account["currentPlan"]["planId"] == "pro"
     assert account["currentPlan"]["price"] == {"amount": "29", "currency": "USD"}
     assert account["currentPlan"]["interval"] == "MONTH"

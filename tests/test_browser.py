@@ -12,6 +12,7 @@ GATEWAY_TEST_SCREENSHOT=/tmp/graphiql.png keeps a screenshot of the page after t
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 from collections.abc import Iterator
@@ -47,14 +48,9 @@ TIMEOUT_MS = 30_000
 # .ci/run sets it: there a missing browser fails the tests instead of skipping them.
 REQUIRED = os.environ.get("GATEWAY_BROWSER_TESTS") == "required"
 
-try:
-    from playwright import sync_api
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_api = None
-
 
 def _missing() -> str | None:
-    if sync_api is None:
+    if importlib.util.find_spec("playwright") is None:  # depends on the machine
         return "the browser test needs the playwright package: pip install -e '.[test]'"
     if not CHROMIUM.is_file():
         return f"the browser test needs Chromium at {CHROMIUM}: apt-get install chromium"
@@ -87,6 +83,8 @@ def demo() -> Iterator[str]:
 
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[Any]:
+    from playwright import sync_api  # here: the module imports without playwright installed
+
     with sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"),

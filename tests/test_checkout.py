@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
@@ -13,40 +12,34 @@ from gateway.sandbox import (
     Fault,
     SandboxState,
 )
-from tests.support import Gateway, make_settings
+from tests.support import (
+    AUTOPOSTING_CHECKOUT,
+    CANCEL_URL,
+    START_CHECKOUT,
+    SUCCESS_URL,
+    Gateway,
+    make_settings,
+    start_checkout,
+)
 
-START_CHECKOUT = """
-mutation($input: StartCheckoutInput!) {
-  startCheckout(input: $input) {
-    __typename
-    ... on CheckoutSession { id provider accountId planId url sessionId raw }
-    ... on Error { code message errorProvider: provider }
-    ... on InvalidInputError { field }
-    ... on ProviderError { retryable upstreamStatus upstreamCode }
-  }
-}
-"""
-SUCCESS = "https://app.example.com/billing/success"
-CANCEL = "https://app.example.com/billing/cancel"
 ALMANAC_CHECKOUT = "/v1/organizations/{}/billing/checkout"
-
-
-async def start(gateway: Gateway, headers: dict[str, str] | None = None, **fields: Any) -> Any:
-    data = await gateway.execute(START_CHECKOUT, {"input": fields}, headers=headers)
-    return data["startCheckout"]
+# The session with the fields START_CHECKOUT selects only when asked.
+WITH_ACCOUNT_ID_AND_RAW = {"withAccountId": True, "withRaw": True}
 
 
 async def test_an_almanac_checkout_sends_only_its_listed_fields_and_finds_the_session_id(
     gateway: Gateway, state: SandboxState
 ) -> None:
-    session = await start(
-        gateway,
-        provider="ALMANAC",
-        accountId="org_acme",
-        planId="team",
-        successUrl=SUCCESS,
-        cancelUrl=CANCEL,
-    )
+    fields = {
+        "provider": "ALMANAC",
+        "accountId": "org_acme",
+        "planId": "team",
+        "successUrl": SUCCESS_URL,
+        "cancelUrl": CANCEL_URL,
+    }
+    data = await gateway.execute(START_CHECKOUT, {"input": fields, **WITH_ACCOUNT_ID_AND_RAW})
+
+    session = data["startCheckout"]
 
     assert session["__typename"] == "CheckoutSession"
     assert session["provider"] == "ALMANAC"
@@ -54,7 +47,7 @@ async def test_an_almanac_checkout_sends_only_its_listed_fields_and_finds_the_se
     assert session["sessionId"].startswith("cs_test_")
     assert session["sessionId"] in session["url"]
     [call] = state.calls("almanac", "POST", ALMANAC_CHECKOUT.format("org_acme"))
-    assert call.body == {"plan_id": "team", "success_url": SUCCESS}
+    assert call.body == {"plan_id": "team", "success_url": SUCCESS_URL}
     [created] = state.checkouts
     assert created.session_id == session["sessionId"]
 
@@ -62,7 +55,9 @@ async def test_an_almanac_checkout_sends_only_its_listed_fields_and_finds_the_se
 async def test_an_almanac_checkout_url_without_a_session_id_gives_a_null_session_id(
     gateway: Gateway,
 ) -> None:
-    session = await start(gateway, provider="ALMANAC", accountId="org_globex", planId="pro")
+    session = await start_checkout(
+        gateway, provider="ALMANAC", accountId="org_globex", planId="pro"
+    )
 
     assert session["__typename"] == "CheckoutSession"
     assert session["sessionId"] is None
@@ -73,7 +68,7 @@ async def test_an_almanac_checkout_url_without_a_session_id_gives_a_null_session
 async def test_an_almanac_checkout_without_a_success_url_sends_plan_id_alone(
     gateway: Gateway, state: SandboxState
 ) -> None:
-    await start(gateway, provider="ALMANAC", accountId="org_acme", planId="pro")
+    await start_checkout(gateway, provider="ALMANAC", accountId="org_acme", planId="pro")
 
     [call] = state.calls("almanac", "POST")
     assert call.body == {"plan_id": "pro"}
@@ -82,59 +77,56 @@ async def test_an_almanac_checkout_without_a_success_url_sends_plan_id_alone(
 async def test_an_autoposting_checkout_sends_all_three_fields_and_returns_its_session_id(
     gateway: Gateway, state: SandboxState
 ) -> None:
-    session = await start(
-        gateway, provider="AUTOPOSTING", planId="plan_pro", successUrl=SUCCESS, cancelUrl=CANCEL
-    )
+    variables = {"input": AUTOPOSTING_CHECKOUT, **WITH_ACCOUNT_ID_AND_RAW}
+    data = await gateway.execute(START_CHECKOUT, variables)
 
+    session = data["startCheckout"]
     assert session["__typename"] == "CheckoutSession"
     assert session["sessionId"].startswith("cs_")
     assert session["accountId"] == "org-pro-demo"
     assert session["raw"]["sessionId"] == session["sessionId"]
     [call] = state.calls("autoposting", "POST", "/billing/checkout")
-    assert call.body == {"planId": "plan_pro", "successUrl": SUCCESS, "cancelUrl": CANCEL}
+    assert call.body == {"planId": "plan_pro", "successUrl": SUCCESS_URL, "cancelUrl": CANCEL_URL}
     assert len(state.checkouts) == 1
 
 
 async def test_configured_default_redirect_urls_fill_in_omitted_ones(state: SandboxState) -> None:
     gateway = Gateway(
         settings=make_settings(
-            GATEWAY_DEFAULT_SUCCESS_URL=SUCCESS, GATEWAY_DEFAULT_CANCEL_URL=CANCEL
+            GATEWAY_DEFAULT_SUCCESS_URL=SUCCESS_URL, GATEWAY_DEFAULT_CANCEL_URL=CANCEL_URL
         ),
         state=state,
     )
     try:
-        session = await start(gateway, provider="AUTOPOSTING", planId="plan_pro")
+        session = await start_checkout(gateway, provider="AUTOPOSTING", planId="plan_pro")
     finally:
         await gateway.aclose()
 
     assert session["__typename"] == "CheckoutSession"
     [call] = state.calls("autoposting", "POST")
-    assert call.body == {"planId": "plan_pro", "successUrl": SUCCESS, "cancelUrl": CANCEL}
+    assert call.body == {"planId": "plan_pro", "successUrl": SUCCESS_URL, "cancelUrl": CANCEL_URL}
 
 
 async def test_a_checkout_for_a_suspended_account_is_a_billing_suspended_error(
     gateway: Gateway,
 ) -> None:
-    error = await start(
+    error = await start_checkout(
         gateway,
-        headers={"x-autoposting-api-key": AUTOPOSTING_SUSPENDED_KEY},
-        provider="AUTOPOSTING",
-        planId="plan_pro",
-        successUrl=SUCCESS,
-        cancelUrl=CANCEL,
+        {"x-autoposting-api-key": AUTOPOSTING_SUSPENDED_KEY},
+        **AUTOPOSTING_CHECKOUT,
     )
 
     assert error["__typename"] == "BillingSuspendedError"
     assert error["code"] == "BILLING_SUSPENDED"
-    assert error["errorProvider"] == "AUTOPOSTING"
+    assert error["provider"] == "AUTOPOSTING"
 
 
 async def test_a_checkout_without_manage_permission_is_a_not_allowed_error(
     gateway: Gateway, state: SandboxState
 ) -> None:
-    error = await start(
+    error = await start_checkout(
         gateway,
-        headers={"x-almanac-token": ALMANAC_VIEWER_TOKEN},
+        {"x-almanac-token": ALMANAC_VIEWER_TOKEN},
         provider="ALMANAC",
         accountId="org_acme",
         planId="pro",
@@ -172,13 +164,13 @@ async def test_a_checkout_without_manage_permission_is_a_not_allowed_error(
             {
                 "provider": "AUTOPOSTING",
                 "planId": "plan_gold",
-                "successUrl": SUCCESS,
-                "cancelUrl": CANCEL,
+                "successUrl": SUCCESS_URL,
+                "cancelUrl": CANCEL_URL,
             },
             "planId",
         ),
-        ({"provider": "AUTOPOSTING", "planId": "plan_pro", "successUrl": SUCCESS}, "cancelUrl"),
-        ({"provider": "AUTOPOSTING", "planId": "plan_pro", "cancelUrl": CANCEL}, "successUrl"),
+        ({"provider": "AUTOPOSTING", "planId": "plan_pro", "successUrl": SUCCESS_URL}, "cancelUrl"),
+        ({"provider": "AUTOPOSTING", "planId": "plan_pro", "cancelUrl": CANCEL_URL}, "successUrl"),
     ],
     ids=[
         "almanac-without-account",
@@ -195,7 +187,7 @@ async def test_a_checkout_without_manage_permission_is_a_not_allowed_error(
 async def test_invalid_checkout_input_is_refused_before_any_upstream_call(
     gateway: Gateway, state: SandboxState, fields: dict[str, str], field: str
 ) -> None:
-    error = await start(gateway, **fields)
+    error = await start_checkout(gateway, **fields)
 
     assert error["__typename"] == "InvalidInputError"
     assert error["code"] == "INVALID_INPUT"
@@ -212,13 +204,7 @@ async def test_a_failed_checkout_post_is_never_retried(state: SandboxState, faul
     gateway = Gateway(settings=make_settings(GATEWAY_GET_RETRIES="3"), state=state)
     state.add_fault("autoposting", fault, method="POST")
     try:
-        error = await start(
-            gateway,
-            provider="AUTOPOSTING",
-            planId="plan_pro",
-            successUrl=SUCCESS,
-            cancelUrl=CANCEL,
-        )
+        error = await start_checkout(gateway, **AUTOPOSTING_CHECKOUT)
     finally:
         await gateway.aclose()
 
@@ -230,14 +216,7 @@ async def test_a_failed_checkout_post_is_never_retried(state: SandboxState, faul
 async def test_an_autoposting_checkout_for_another_organization_is_refused_before_posting(
     gateway: Gateway, state: SandboxState
 ) -> None:
-    error = await start(
-        gateway,
-        provider="AUTOPOSTING",
-        accountId="org-someone-else",
-        planId="plan_pro",
-        successUrl=SUCCESS,
-        cancelUrl=CANCEL,
-    )
+    error = await start_checkout(gateway, **AUTOPOSTING_CHECKOUT, accountId="org-someone-else")
 
     assert error["__typename"] == "InvalidInputError"
     assert error["field"] == "accountId"
@@ -284,8 +263,8 @@ async def allowlisted(state: SandboxState) -> AsyncIterator[Gateway]:
 async def test_a_redirect_url_on_an_allowed_host_is_sent_as_given(
     allowlisted: Gateway, state: SandboxState, url: str
 ) -> None:
-    session = await start(
-        allowlisted, provider="AUTOPOSTING", planId="plan_pro", successUrl=url, cancelUrl=CANCEL
+    session = await start_checkout(
+        allowlisted, provider="AUTOPOSTING", planId="plan_pro", successUrl=url, cancelUrl=CANCEL_URL
     )
 
     assert session["__typename"] == "CheckoutSession"
@@ -318,9 +297,9 @@ REFUSED_REDIRECTS = [
 async def test_a_redirect_url_off_the_allowlist_is_refused_before_any_upstream_call(
     allowlisted: Gateway, state: SandboxState, url: str, field: str
 ) -> None:
-    urls = {"successUrl": SUCCESS, "cancelUrl": CANCEL, field: url}
+    urls = {"successUrl": SUCCESS_URL, "cancelUrl": CANCEL_URL, field: url}
     # An accountId would make the gateway read the key's profile: the URL is checked first.
-    error = await start(
+    error = await start_checkout(
         allowlisted, provider="AUTOPOSTING", accountId="org-pro-demo", planId="plan_pro", **urls
     )
 
@@ -335,7 +314,7 @@ async def test_a_redirect_url_off_the_allowlist_is_refused_before_any_upstream_c
 async def test_an_almanac_cancel_url_off_the_allowlist_is_refused_though_never_sent(
     gateway: Gateway, state: SandboxState
 ) -> None:
-    error = await start(
+    error = await start_checkout(
         gateway,
         provider="ALMANAC",
         accountId="org_acme",
@@ -353,17 +332,17 @@ async def test_an_almanac_cancel_url_off_the_allowlist_is_refused_though_never_s
     [
         (
             {"GATEWAY_DEFAULT_SUCCESS_URL": "https://other.example.net/s"},
-            {"cancelUrl": CANCEL},
+            {"cancelUrl": CANCEL_URL},
             "successUrl",
         ),
         (
             {"GATEWAY_DEFAULT_CANCEL_URL": "https://other.example.net/c"},
-            {"successUrl": SUCCESS},
+            {"successUrl": SUCCESS_URL},
             "cancelUrl",
         ),
         (
             {"GATEWAY_REDIRECT_HOSTS": ""},
-            {"successUrl": SUCCESS, "cancelUrl": CANCEL},
+            {"successUrl": SUCCESS_URL, "cancelUrl": CANCEL_URL},
             "successUrl",
         ),
         (
@@ -372,7 +351,7 @@ async def test_an_almanac_cancel_url_off_the_allowlist_is_refused_though_never_s
                 "GATEWAY_DEFAULT_SUCCESS_URL": "https://pay.example.net/s",
                 "GATEWAY_DEFAULT_CANCEL_URL": "https://pay.example.net/c",
             },
-            {"successUrl": SUCCESS},
+            {"successUrl": SUCCESS_URL},
             "successUrl",
         ),
     ],
@@ -388,7 +367,7 @@ async def test_redirect_urls_are_judged_against_the_configured_allowlist(
 ) -> None:
     gateway = Gateway(settings=make_settings(**environ), state=state)
     try:
-        error = await start(gateway, provider="AUTOPOSTING", planId="plan_pro", **fields)
+        error = await start_checkout(gateway, provider="AUTOPOSTING", planId="plan_pro", **fields)
     finally:
         await gateway.aclose()
 
@@ -409,7 +388,7 @@ async def test_default_urls_on_their_own_hosts_are_allowed_when_no_allowlist_is_
         state=state,
     )
     try:
-        session = await start(gateway, provider="AUTOPOSTING", planId="plan_pro")
+        session = await start_checkout(gateway, provider="AUTOPOSTING", planId="plan_pro")
     finally:
         await gateway.aclose()
 
@@ -422,12 +401,8 @@ async def test_a_created_checkout_is_returned_even_when_the_account_cannot_be_re
 ) -> None:
     state.add_fault("autoposting", Fault(status=503), path="/auth/profile")
 
-    result = await gateway.execute(
-        START_CHECKOUT,
-        {"input": {"provider": "AUTOPOSTING", "planId": "plan_pro", "successUrl": SUCCESS,
-                   "cancelUrl": CANCEL}},
-        expect_errors=True,
-    )  # fmt: skip
+    variables = {"input": AUTOPOSTING_CHECKOUT, **WITH_ACCOUNT_ID_AND_RAW}
+    result = await gateway.execute(START_CHECKOUT, variables, expect_errors=True)
 
     session = result.data["startCheckout"]
     assert session["__typename"] == "CheckoutSession"

@@ -14,6 +14,7 @@ import pytest
 
 from gateway import normalize
 from gateway.clients import NormalizedAnswers
+from gateway.credentials import Credential
 from gateway.errors import UpstreamUnavailable
 from gateway.provider import Provider
 from gateway.sandbox import (
@@ -24,7 +25,6 @@ from gateway.sandbox import (
     Fault,
     SandboxState,
 )
-from gateway.settings import Credential
 from gateway.telemetry.metrics import Metrics
 from gateway.upstreams import AlmanacClient, AutopostingClient
 from gateway.upstreams.reuse import (
@@ -34,7 +34,7 @@ from gateway.upstreams.reuse import (
     credential_digest,
     request_key,
 )
-from tests.support import Gateway, make_settings
+from tests.support import FakeClock, Gateway, make_settings
 
 ALMANAC = """{ billingAccount(provider: ALMANAC, accountId: "org_acme") {
   __typename ... on BillingAccount { accountId manage { allowed } }
@@ -176,14 +176,6 @@ class Gate:
             self.cancelled += 1
             raise
         return httpx.Response(self.status, json={"n": len(self.requests), "plans": []})
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -433,12 +425,16 @@ def test_keys_name_a_hash_of_the_credential_never_the_credential() -> None:
 
 async def test_a_coalescer_forgets_a_key_once_its_call_is_done() -> None:
     coalescer = Coalescer()
+    calls = 0
 
     async def call() -> object:
-        return 1
+        nonlocal calls
+        calls += 1
+        return calls
 
     assert await coalescer.run("k", call) == 1
-    assert coalescer.in_flight() == 0
+    # A key kept after its call would answer the finished call's result again.
+    assert await coalescer.run("k", call) == 2
 
 
 # Normalized models shared with the answers

@@ -255,13 +255,17 @@ def _graphql_blocks(path: Path) -> Iterator[str]:
 
 @cache
 def suite_operations() -> tuple[tuple[str, str], ...]:
-    """(where, document) of every operation the tests, the README, docs/codegen, the examples
-    and the benchmark write out, each document once."""
+    """(where, document) of every operation the tests (and tests/operations/), the README,
+    docs/codegen, the examples and the benchmark write out, each document once."""
     found: dict[str, str] = {}
     sources: list[tuple[str, Iterator[str]]] = [
         (path.name, _strings_of(path))
         for path in sorted((ROOT / "tests").glob("test_*.py"))
         if path.name != Path(__file__).name
+    ]
+    sources += [
+        (f"tests/operations/{path.name}", iter([path.read_text(encoding="utf-8")]))
+        for path in sorted((ROOT / "tests" / "operations").glob("*.graphql"))
     ]
     sources.append(("README.md", _graphql_blocks(ROOT / "README.md")))
     sources += [
@@ -550,7 +554,12 @@ def test_the_suite_readme_codegen_and_benchmark_operations_were_all_found() -> N
     assert codegen
     assert {path.read_text(encoding="utf-8") for path in codegen} <= documents
     assert {EXAMPLE_QUERY, EXAMPLE_MUTATION} <= documents
-    assert {"README.md", "bench/run.py", "test_billing_query.py", "test_checkout.py"} <= found
+    assert {
+        "README.md",
+        "bench/run.py",
+        "test_billing_query.py",
+        "tests/operations/start_checkout.graphql",
+    } <= found
 
 
 @pytest.mark.parametrize("case", suite_cases(), ids=lambda case: case.name)
@@ -852,7 +861,7 @@ def test_the_plan_cache_keeps_at_most_its_budget_of_document_text() -> None:
 NEW_MEDIA = "application/graphql-response+json"
 PERSISTED_QUERY = "query Persisted { __typename }"
 PERSISTED_HASH = hashlib.sha256(PERSISTED_QUERY.encode()).hexdigest()
-HTTP_REQUESTS: tuple[tuple[str, Any], ...] = (
+HTTP_REQUESTS: tuple[tuple[str | bytes, Any], ...] = (
     ("typename", {"query": "{ __typename }"}),
     ("example", {"query": EXAMPLE_QUERY}),
     ("example named", {"query": EXAMPLE_QUERY, "operationName": "Billing", "extensions": {}}),

@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.types import Receive, Scope, Send
 
-from gateway.app import create_app
 from gateway.normalize import CONTRACTS, Contract
 from gateway.provider import Provider
 from gateway.sandbox import (
@@ -37,9 +34,14 @@ from gateway.sandbox import (
     create_almanac_app,
     create_autoposting_app,
 )
-from gateway.settings import Settings
 from gateway.upstreams import AlmanacClient, AutopostingClient
-from tests.support import TEST_API_KEY, make_settings
+from tests.support import (
+    CANCEL_URL,
+    START_CHECKOUT,
+    SUCCESS_URL,
+    TEST_API_KEY,
+    client_of,
+)
 
 SECRET = "DRIFT-VALUE-4be1"  # planted in changed fields: never in a log line, label or message
 KEY = {"authorization": f"Bearer {TEST_API_KEY}"}
@@ -72,15 +74,6 @@ query($provider: Provider!, $accountId: ID) {
   }
 }
 """
-CHECKOUT = """
-mutation($input: StartCheckoutInput!) {
-  startCheckout(input: $input) {
-    __typename
-    ... on CheckoutSession { url sessionId }
-    ... on Error { code message }
-  }
-}
-"""
 PREVIEW = """
 query($input: CheckoutPreviewInput!) {
   checkoutPreview(input: $input) {
@@ -92,11 +85,9 @@ query($input: CheckoutPreviewInput!) {
   }
 }
 """
-SUCCESS = "https://app.example.com/billing/success"
-CANCEL = "https://app.example.com/billing/cancel"
 
 Body = dict[str, Any]
-Change = Callable[[Body], None]
+Change = Callable[[Body], object]  # alters the body in place; what it returns is ignored
 Read = Callable[[Body], object]
 
 
@@ -128,10 +119,17 @@ ALMANAC_CHECKOUT = Operation(
     Provider.ALMANAC,
     "POST",
     f"{ALMANAC_BILLING}/checkout",
-    CHECKOUT,
-    {"input": {"provider": "ALMANAC", "accountId": ORG, "planId": "team", "successUrl": SUCCESS}},
+    START_CHECKOUT,
+    {
+        "input": {
+            "provider": "ALMANAC",
+            "accountId": ORG,
+            "planId": "team",
+            "successUrl": SUCCESS_URL,
+        }
+    },
     "startCheckout",
-    {"plan_id": "team", "success_url": SUCCESS},
+    {"plan_id": "team", "success_url": SUCCESS_URL},
 )
 ALMANAC_PREVIEW = Operation(
     Provider.ALMANAC,
@@ -159,17 +157,17 @@ AUTOPOSTING_CHECKOUT = Operation(
     Provider.AUTOPOSTING,
     "POST",
     "/billing/checkout",
-    CHECKOUT,
+    START_CHECKOUT,
     {
         "input": {
             "provider": "AUTOPOSTING",
             "planId": "plan_pro",
-            "successUrl": SUCCESS,
-            "cancelUrl": CANCEL,
+            "successUrl": SUCCESS_URL,
+            "cancelUrl": CANCEL_URL,
         }
     },
     "startCheckout",
-    {"planId": "plan_pro", "successUrl": SUCCESS, "cancelUrl": CANCEL},
+    {"planId": "plan_pro", "successUrl": SUCCESS_URL, "cancelUrl": CANCEL_URL},
 )
 
 
@@ -484,28 +482,6 @@ CASES = [
 # --- the app in process --------------------------------------------------------------------------
 
 
-def sandbox_transports(state: SandboxState) -> dict[Provider, httpx.AsyncBaseTransport]:
-    return {
-        Provider.ALMANAC: httpx.ASGITransport(app=create_almanac_app(state)),
-        Provider.AUTOPOSTING: httpx.ASGITransport(app=create_autoposting_app(state)),
-    }
-
-
-@asynccontextmanager
-async def serve(settings: Settings, state: SandboxState) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of a new app (so a new once-per-process log), whose lifespan runs around it."""
-    app = create_app(settings, transports=sandbox_transports(state))
-    async with app.router.lifespan_context(app) as lifespan_state:
-
-        async def served(scope: Scope, receive: Receive, send: Send) -> None:
-            scope["state"] = dict(lifespan_state or {})
-            await app(scope, receive, send)
-
-        transport = httpx.ASGITransport(app=served)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-            yield client
-
-
 async def real_answer(operation: Operation) -> Body:
     """What the sandbox answers `operation`'s upstream request, unchanged (asked of a sandbox
     of its own, so the test's sandbox counts only the gateway's calls)."""
@@ -581,7 +557,7 @@ async def test_each_drifted_field_degrades_or_fails_its_object_and_is_counted_an
     caplog.set_level(logging.INFO)
     await answer_changed(state, row.operation, row.change)
 
-    async with serve(make_settings(), state) as client:
+    async with client_of(state) as client:  # a new app: a new once-per-process log
         response = await run(client, row.operation)
         samples = await drift_samples(client)
 
@@ -617,7 +593,7 @@ async def test_the_same_drift_is_counted_at_every_answer_and_logged_once_per_pro
     caplog.set_level(logging.INFO)
     await answer_changed(state, ALMANAC_ACCOUNT, put("plans", 1, "price", value=SECRET))
 
-    async with serve(make_settings(), state) as client:
+    async with client_of(state) as client:
         for _ in range(3):
             assert (await run(client, ALMANAC_ACCOUNT)).json()["data"]["billingAccount"]
         samples = await drift_samples(client)
@@ -636,7 +612,7 @@ async def test_an_answer_shared_by_concurrent_requests_is_normalized_and_counted
     # Slow enough that the requests overlap and share one upstream GET (coalescing).
     state.add_fault("almanac", Fault(delay=0.3, status=200, body=body), path=ALMANAC_BILLING)
 
-    async with serve(make_settings(), state) as client:
+    async with client_of(state) as client:
         responses = await asyncio.gather(*(run(client, ALMANAC_ACCOUNT) for _ in range(5)))
         samples = await drift_samples(client)
 

@@ -24,8 +24,7 @@ from gateway.sandbox import (
 )
 from gateway.sandbox.web import EDGE_COOKIE
 from gateway.upstreams import AlmanacClient
-from tests.support import TEST_API_KEY, make_settings
-from tests.test_http_edge import serve
+from tests.support import TEST_API_KEY, make_settings, serve
 
 BILLING = """
 query Billing {

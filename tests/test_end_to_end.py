@@ -33,6 +33,15 @@ from gateway.sandbox import (
 )
 from gateway.settings import load_settings
 from tests.servers import ServerThread
+from tests.support import (
+    AUTOPOSTING_CHECKOUT,
+    CANCEL_URL,
+    START_CHECKOUT,
+    SUCCESS_URL,
+    assert_complete,
+    billing_account_query,
+    billing_accounts_query,
+)
 
 # Credentials a caller brings per request, which the sandbox does not know.
 REJECTED_ALMANAC_TOKEN = "alm_e2e_rejected_token"
@@ -53,8 +62,6 @@ GATEWAY_KEY = {"authorization": f"Bearer {DEMO_API_KEY}"}
 CREDENTIAL_HEADERS = {"almanac": "x-almanac-token", "autoposting": "x-autoposting-api-key"}
 SERVICE_CREDENTIALS = {"almanac": ALMANAC_OWNER_TOKEN, "autoposting": AUTOPOSTING_PRO_KEY}
 
-SUCCESS = "https://app.example.com/billing/success"
-CANCEL = "https://app.example.com/billing/cancel"
 ALMANAC_BILLING = "/v1/organizations/{}/billing"
 ALMANAC_CHECKOUT = "/v1/organizations/{}/billing/checkout"
 AUTOPOSTING_RESOURCES = (
@@ -76,36 +83,12 @@ ACCOUNT_FIELDS = """
     ... on InvalidInputError { field }
     ... on ProviderError { retryable upstreamStatus }
 """
-ONE_ACCOUNT = (
-    "query($provider: Provider!, $id: ID) "
-    "{ billingAccount(provider: $provider, accountId: $id) {" + ACCOUNT_FIELDS + "} }"
-)
-MANY_ACCOUNTS = (
-    "query($accounts: [AccountInput!]!) { billingAccounts(accounts: $accounts) {"
-    + ACCOUNT_FIELDS
-    + "} }"
-)
-START_CHECKOUT = """
-mutation($input: StartCheckoutInput!) {
-  startCheckout(input: $input) {
-    __typename
-    ... on CheckoutSession { provider accountId planId url sessionId }
-    ... on Error { code message errorProvider: provider }
-    ... on InvalidInputError { field }
-    ... on ProviderError { retryable upstreamStatus }
-  }
-}
-"""
+ONE_ACCOUNT = billing_account_query(ACCOUNT_FIELDS)
+MANY_ACCOUNTS = billing_accounts_query(ACCOUNT_FIELDS)
 # The published examples (README, demo GraphiQL link) select `provider` on the success type and on
 # Error in one selection set: valid because both are `Provider!`.
 EXAMPLE_QUERIES = [pytest.param(EXAMPLE_QUERY, id="as-published")]
 EXAMPLE_MUTATIONS = [pytest.param(EXAMPLE_MUTATION, id="as-published")]
-AUTOPOSTING_CHECKOUT = {
-    "provider": "AUTOPOSTING",
-    "planId": "plan_pro",
-    "successUrl": SUCCESS,
-    "cancelUrl": CANCEL,
-}
 ALMANAC_AND_AUTOPOSTING = [
     {"provider": "ALMANAC", "accountId": "org_acme"},
     {"provider": "AUTOPOSTING"},
@@ -165,12 +148,6 @@ def state(sandbox: SandboxThread) -> Iterator[SandboxState]:
     sandbox.state.reset()
 
 
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10) as client:
-        yield client
-
-
 # --- requests ------------------------------------------------------------------------------------
 
 
@@ -208,18 +185,6 @@ def get(http: httpx.Client, url: str, **kwargs: Any) -> httpx.Response:
     response = http.get(url, **kwargs)
     assert_no_secrets(response)
     return response
-
-
-def assert_complete(account: Mapping[str, Any], provider: str, account_id: str) -> None:
-    """An account with everything the query selected."""
-    assert account["__typename"] == "BillingAccount", account
-    assert account["provider"] == provider
-    assert account["accountId"] == account_id
-    assert account["currentPlan"]["planId"]
-    assert [plan["planId"] for plan in account["plans"] if plan["current"]] == [
-        account["currentPlan"]["planId"]
-    ]
-    assert account["usageMeters"]
 
 
 # --- reading accounts ----------------------------------------------------------------------------
@@ -297,8 +262,8 @@ def test_an_almanac_checkout_over_http_posts_only_plan_id_and_success_url(
         "provider": "ALMANAC",
         "accountId": "org_acme",
         "planId": "team",
-        "successUrl": SUCCESS,
-        "cancelUrl": CANCEL,
+        "successUrl": SUCCESS_URL,
+        "cancelUrl": CANCEL_URL,
     }
     session = post_graphql(http, gateway, START_CHECKOUT, {"input": fields})["startCheckout"]
 
@@ -309,7 +274,7 @@ def test_an_almanac_checkout_over_http_posts_only_plan_id_and_success_url(
     assert session["sessionId"] in session["url"]
     assert session["url"].startswith(f"{sandbox.almanac_url}/hosted/checkout/")
     [call] = state.calls("almanac", "POST", ALMANAC_CHECKOUT.format("org_acme"))
-    assert call.body == {"plan_id": "team", "success_url": SUCCESS}
+    assert call.body == {"plan_id": "team", "success_url": SUCCESS_URL}
     assert state.count() == 1
     [created] = state.checkouts
     assert (created.account_id, created.plan_id) == ("org_acme", "team")
@@ -328,7 +293,7 @@ def test_the_readme_example_mutation_posts_exactly_the_three_autoposting_fields(
     assert session["sessionId"]
     assert session["sessionId"] in session["url"]
     [call] = state.calls("autoposting", "POST", "/billing/checkout")
-    assert call.body == {"planId": "plan_pro", "successUrl": SUCCESS, "cancelUrl": CANCEL}
+    assert call.body == {"planId": "plan_pro", "successUrl": SUCCESS_URL, "cancelUrl": CANCEL_URL}
     assert state.count() == 1
     [created] = state.checkouts
     assert created.session_id == session["sessionId"]
@@ -376,7 +341,7 @@ def account(provider: str, account_id: str | None = None) -> tuple[str, dict[str
             checkout(provider="ALMANAC", accountId="org_acme", planId="pro"),
             {"x-almanac-token": ALMANAC_VIEWER_TOKEN},
             None,
-            {"__typename": "NotAllowedError", "code": "NOT_ALLOWED", "errorProvider": "ALMANAC"},
+            {"__typename": "NotAllowedError", "code": "NOT_ALLOWED", "provider": "ALMANAC"},
             {("almanac", "POST", ALMANAC_CHECKOUT.format("org_acme")): 1},
             id="viewer-checkout",
         ),
@@ -404,7 +369,7 @@ def account(provider: str, account_id: str | None = None) -> tuple[str, dict[str
             {
                 "__typename": "BillingSuspendedError",
                 "code": "BILLING_SUSPENDED",
-                "errorProvider": "AUTOPOSTING",
+                "provider": "AUTOPOSTING",
             },
             {("autoposting", "POST", "/billing/checkout"): 1},
             id="suspended-checkout",

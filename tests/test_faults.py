@@ -33,6 +33,7 @@ from gateway.sandbox import (
 )
 from gateway.settings import Settings, UpstreamSettings, load_settings
 from tests.servers import HOST, ServerThread
+from tests.support import START_CHECKOUT, assert_complete
 
 # Run by `make test`, left out of `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -70,15 +71,6 @@ query($accounts: [AccountInput!]!) {
 }
 """
 BOTH = {"accounts": [{"provider": "ALMANAC", "accountId": ORG}, {"provider": "AUTOPOSTING"}]}
-START_CHECKOUT = """
-mutation($input: StartCheckoutInput!) {
-  startCheckout(input: $input) {
-    __typename
-    ... on Error { code message }
-    ... on ProviderError { retryable retryAfterSeconds upstreamStatus }
-  }
-}
-"""
 
 
 # --- servers -------------------------------------------------------------------------------------
@@ -168,12 +160,6 @@ def state(sandbox: SandboxThread) -> Iterator[SandboxState]:
     sandbox.state.reset()
 
 
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10) as client:
-        yield client
-
-
 @pytest.fixture(scope="module")
 def acme_billing(sandbox: SandboxThread) -> dict[str, Any]:
     """Almanac's real billing answer for org_acme, for the schema-drift rows to alter."""
@@ -205,17 +191,6 @@ def post_graphql(
     assert "errors" not in body, body["errors"]
     data: dict[str, Any] = body["data"]
     return data
-
-
-def assert_complete(account: Mapping[str, Any], provider: str, account_id: str) -> None:
-    assert account["__typename"] == "BillingAccount", account
-    assert account["provider"] == provider
-    assert account["accountId"] == account_id
-    assert account["currentPlan"]["planId"]
-    assert [plan["planId"] for plan in account["plans"] if plan["current"]] == [
-        account["currentPlan"]["planId"]
-    ]
-    assert account["usageMeters"]
 
 
 def assert_autoposting_complete_after_one_call_each(
@@ -601,25 +576,6 @@ def test_the_breaker_opens_after_n_failures_fails_fast_without_calls_and_closes_
 
 
 # --- the sandbox's mid-response drop -------------------------------------------------------------
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def uvicorn_errors() -> Iterator[list[logging.LogRecord]]:
-    handler = _Records()
-    logging.getLogger("uvicorn.error").addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        logging.getLogger("uvicorn.error").removeHandler(handler)
 
 
 def read_until_dropped(client: httpx.Client, url: str) -> tuple[httpx.Response, bytes]:

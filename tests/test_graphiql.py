@@ -12,20 +12,17 @@ import json
 import re
 import tomllib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from fnmatch import fnmatch
 from pathlib import Path
 
 import httpx
 import pytest
-from starlette.types import Receive, Scope, Send
 
 from gateway.__main__ import demo_graphiql_headers
-from gateway.app import create_app
 from gateway.examples import EXAMPLE_MUTATION, EXAMPLE_QUERY
 from gateway.http.graphiql import ASSET_CACHE_CONTROL, ASSETS_PATH, GraphiQLPage, assets
 from gateway.sandbox import ALMANAC_OWNER_TOKEN, AUTOPOSTING_PRO_KEY
-from tests.support import TEST_API_KEY, make_settings
+from tests.support import TEST_API_KEY, make_settings, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "gateway" / "http" / "graphiql"
@@ -41,24 +38,9 @@ def _sri(data: bytes) -> str:
     return "sha384-" + base64.b64encode(hashlib.sha384(data).digest()).decode()
 
 
-@asynccontextmanager
-async def serve(root_path: str = "", **environ: str) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the app, its lifespan running around it as under a server (no upstream calls)."""
-    app = create_app(make_settings(**environ))
-    async with app.router.lifespan_context(app) as lifespan_state:
-
-        async def served(scope: Scope, receive: Receive, send: Send) -> None:
-            scope["state"] = dict(lifespan_state or {})
-            await app(scope, receive, send)
-
-        transport = httpx.ASGITransport(app=served, root_path=root_path)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
-
-
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with serve() as client:
+    async with serve(make_settings()) as client:  # the app alone: no upstream calls
         yield client
 
 
@@ -189,7 +171,7 @@ async def test_anything_but_a_vendored_file_is_a_404(client: httpx.AsyncClient, 
 
 
 async def test_without_graphiql_the_assets_are_not_served() -> None:
-    async with serve(GATEWAY_GRAPHIQL="false") as client:
+    async with serve(make_settings(GATEWAY_GRAPHIQL="false")) as client:
         response = await client.get(f"{ASSETS_PATH}/react-18.2.0/react.production.min.js")
 
     assert response.status_code == 404
@@ -274,7 +256,7 @@ async def test_the_page_reads_the_query_and_headers_from_its_url(
 
 
 async def test_a_gateway_under_a_path_prefix_links_its_assets_under_it() -> None:
-    async with serve(root_path="/billing") as client:
+    async with serve(make_settings(), root_path="/billing") as client:
         response = await client.get("/billing/graphql", headers=HTML)
 
     urls = [url for _, _, url in FETCHING.findall(response.text)]

@@ -7,22 +7,21 @@ any other client gets `application/json` and a 200 for every GraphQL error, as b
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import pytest
 
 from gateway.http.guard import preferred_media_type
 from gateway.provider import Provider
 from gateway.sandbox import SandboxState
-from tests.support import TEST_API_KEY, make_settings
-from tests.test_http_edge import (
+from tests.support import (
+    BILLING_ACCOUNT,
     FOUR_LEVELS,
-    ONE_ACCOUNT,
+    TEST_API_KEY,
     ExplodingTransport,
+    client_of,
+    make_settings,
     sandbox_transports,
     serve,
 )
@@ -34,12 +33,6 @@ KEY = {"authorization": f"Bearer {TEST_API_KEY}"}
 MUTATION_BY_GET = (
     'mutation { startCheckout(input: {provider: AUTOPOSTING, planId: "plan_pro"}) { __typename } }'
 )
-
-
-@asynccontextmanager
-async def client_of(state: SandboxState, **environ: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(make_settings(**environ), sandbox_transports(state)) as client:
-        yield client
 
 
 @dataclass(frozen=True)
@@ -75,7 +68,7 @@ ROWS = [
     ),
     pytest.param(
         Row(
-            body(ONE_ACCOUNT, variables={"provider": 5, "id": "org_acme"}),
+            body(BILLING_ACCOUNT, variables={"provider": 5, "id": "org_acme"}),
             400,
             200,
             "INVALID_QUERY",
@@ -83,7 +76,7 @@ ROWS = [
         id="variable-coercion-error",
     ),
     pytest.param(
-        Row(body(ONE_ACCOUNT, variables={"id": "org_acme"}), 400, 200, "INVALID_QUERY"),
+        Row(body(BILLING_ACCOUNT, variables={"id": "org_acme"}), 400, 200, "INVALID_QUERY"),
         id="missing-required-variable",
     ),
     pytest.param(
@@ -148,7 +141,7 @@ async def test_a_field_error_during_execution_is_a_200_with_data(
     async with serve(make_settings(), transports) as client:
         response = await client.post(
             GRAPHQL,
-            json={"query": ONE_ACCOUNT, "variables": {"provider": "ALMANAC", "id": "org_acme"}},
+            json={"query": BILLING_ACCOUNT, "variables": {"provider": "ALMANAC", "id": "org_acme"}},
             headers={**KEY, "accept": accept},
         )
 

@@ -11,8 +11,7 @@ import pytest
 from gateway.http.health import CheckResult, Readiness
 from gateway.provider import Provider
 from gateway.sandbox import Fault, SandboxState
-from tests.support import TEST_API_KEY, make_settings
-from tests.test_http_edge import sandbox_transports, serve
+from tests.support import TEST_API_KEY, make_settings, sandbox_transports, serve
 
 # /readyz names its checks only to a caller with a gateway key (tests/test_hostile_edge.py).
 KEY = {"authorization": f"Bearer {TEST_API_KEY}"}

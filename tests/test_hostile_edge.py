@@ -32,8 +32,7 @@ from gateway.keys import Permission
 from gateway.sandbox import SandboxState
 from gateway.settings import Settings
 from gateway.telemetry.metrics import MAX_OPERATION_NAMES, Metrics
-from tests.support import TEST_API_KEY, make_settings
-from tests.test_http_edge import sandbox_transports, serve
+from tests.support import TEST_API_KEY, make_settings, sandbox_transports, serve
 
 KEY = {"authorization": f"Bearer {TEST_API_KEY}"}
 OPERATIONS = "gateway_graphql_operations_total"
@@ -191,7 +190,7 @@ async def serve_takes_its_limits_from_the_settings(
 
 
 async def requests_past_the_concurrency_limit_get_503(
-    state: SandboxState, _: pytest.MonkeyPatch
+    state: SandboxState, _monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Two: the request's own connection and one more, held open without a request.
     settings = make_settings(GATEWAY_MAX_CONCURRENCY="2")

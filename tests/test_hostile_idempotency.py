@@ -9,7 +9,7 @@ checkouts evicted another caller's live key, whose retry then created a second c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,37 +18,12 @@ import pytest
 from gateway.checkout.idempotency import CheckoutLimits, IdempotencyStore, MemoryIdempotencyStore
 from gateway.checkout.redis_store import RedisIdempotencyStore, open_redis
 from gateway.sandbox import AUTOPOSTING_PRO_KEY, AUTOPOSTING_TRIAL_KEY, SandboxState
-from tests.redis_server import RedisServer
-from tests.support import Gateway, make_settings
+from tests.support import AUTOPOSTING_CHECKOUT, FakeClock, Gateway, make_settings, start_checkout
 
-START_CHECKOUT = """
-mutation($input: StartCheckoutInput!) {
-  startCheckout(input: $input) {
-    __typename
-    ... on CheckoutSession { sessionId }
-    ... on Error { code message provider }
-    ... on CheckoutLimitError { limit retryable retryAfterSeconds }
-  }
-}
-"""
-INPUT = {
-    "provider": "AUTOPOSTING",
-    "planId": "plan_pro",
-    "successUrl": "https://app.example.com/billing/success",
-    "cancelUrl": "https://app.example.com/billing/cancel",
-}
 CALLERS = {"A": "gw-key-a", "B": "gw-key-b", "C": "gw-key-c"}
 TTL = 60.0
 # Rows that wait for keys to expire use a short TTL (Redis expires keys on its own clock).
 SHORT_TTL = 2.0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -72,10 +47,8 @@ class Harness:
             headers["authorization"] = f"Bearer {bearer or CALLERS[caller]}"
         if credential is not None:
             headers["x-autoposting-api-key"] = credential
-        fields = {**INPUT, **({} if key is None else {"idempotencyKey": key})}
-        data = await self.gateway.execute(START_CHECKOUT, {"input": fields}, headers=headers)
-        payload: dict[str, Any] = data["startCheckout"]
-        return payload
+        fields = {**AUTOPOSTING_CHECKOUT, **({} if key is None else {"idempotencyKey": key})}
+        return await start_checkout(self.gateway, headers, **fields)
 
     def posts(self) -> int:
         return self.state.count("autoposting", "POST")
@@ -87,7 +60,7 @@ def assert_refused(payload: dict[str, Any], limit: str) -> None:
     assert payload["limit"] == limit
     assert payload["provider"] == "AUTOPOSTING"
     assert payload["retryable"] is True
-    assert payload["retryAfterSeconds"] > 0
+    assert payload["limitRetryAfterSeconds"] > 0
     assert "not sent" in payload["message"]
 
 
@@ -179,7 +152,7 @@ async def a_burst_beyond_the_callers_rate_is_refused_and_sends_nothing(h: Harnes
     assert [a["__typename"] for a in answers[:3]] == ["CheckoutSession"] * 3
     for refused in answers[3:]:
         assert_refused(refused, "CALLER_RATE")
-        assert refused["retryAfterSeconds"] <= 60
+        assert refused["limitRetryAfterSeconds"] <= 60
     assert h.posts() == 3
     assert (await h.start("B"))["__typename"] == "CheckoutSession"
 
@@ -189,7 +162,7 @@ async def aliased_checkouts_in_one_document_each_count_against_the_rate(h: Harne
     document = f"mutation($input: StartCheckoutInput!) {{ {fields} }}"
     headers = {"authorization": f"Bearer {CALLERS['A']}"}
 
-    data = await h.gateway.execute(document, {"input": INPUT}, headers=headers)
+    data = await h.gateway.execute(document, {"input": AUTOPOSTING_CHECKOUT}, headers=headers)
 
     answers = [data[f"c{n}"]["__typename"] for n in range(6)]
     assert answers == ["CheckoutSession"] * 3 + ["CheckoutLimitError"] * 3
@@ -306,12 +279,6 @@ CASES = [
 # --- the stores ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
 PassTime = Callable[[float], Awaitable[None]]
 StoreFactory = Callable[[CheckoutLimits, float], tuple[IdempotencyStore, PassTime]]
 
@@ -329,9 +296,7 @@ async def make_store(
         yield lambda limits, ttl: (MemoryIdempotencyStore(ttl, clock, limits=limits), advance)
         return
 
-    server: RedisServer = request.getfixturevalue("redis_server")
-    client = open_redis(server.url)
-    await client.flushdb()
+    client = open_redis(request.getfixturevalue("redis_url"))
 
     async def sleep(seconds: float) -> None:
         await asyncio.sleep(seconds)

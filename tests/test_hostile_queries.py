@@ -17,12 +17,10 @@ from typing import Any
 import httpx
 import pytest
 from graphql import parse
-from starlette.types import Receive, Scope, Send
 
 from gateway.__main__ import DEMO_API_KEY, demo_environ
 from gateway.app import create_app
-from gateway.provider import Provider
-from gateway.sandbox import SandboxState, SandboxThread, create_almanac_app, create_autoposting_app
+from gateway.sandbox import SandboxState, SandboxThread
 from gateway.schema import build_schema
 from gateway.schema.limits import measure_document
 from gateway.settings import (
@@ -31,7 +29,7 @@ from gateway.settings import (
     load_settings,
 )
 from tests.servers import ServerThread
-from tests.support import TEST_API_KEY, make_settings
+from tests.support import TEST_API_KEY, doubling, make_settings, sandbox_transports, serve
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 HEADERS = {"accept": f"{GRAPHQL_RESPONSE}, application/json;q=0.9"}
@@ -55,14 +53,6 @@ README_ACCOUNT = """__typename ... on BillingAccount { id provider accountId
   subscription { id status trialEnd currentPeriodEnd pendingPlanId } manage { allowed reason }
   usageMeters { id featureId used granted remaining unlimited usedFraction resetsAt } }
   ... on Error { code message provider }"""
-
-
-def doubling(levels: int, leaf: str = "__typename") -> str:
-    """`...F0`, each fragment spreading the next twice: 2**levels leaves in a few bytes each."""
-    fragments = " ".join(
-        f"fragment F{i} on Query{{...F{i + 1} ...F{i + 1}}}" for i in range(levels)
-    )
-    return f"query Q{{...F0}} {fragments} fragment F{levels} on Query{{{leaf}}}"
 
 
 def side_by_side(count: int) -> str:
@@ -220,29 +210,12 @@ HOSTILE = [
 ]
 
 
-def sandbox_transports(state: SandboxState) -> dict[Provider, httpx.AsyncBaseTransport]:
-    return {
-        Provider.ALMANAC: httpx.ASGITransport(app=create_almanac_app(state)),
-        Provider.AUTOPOSTING: httpx.ASGITransport(app=create_autoposting_app(state)),
-    }
-
-
 @pytest.fixture
 async def client(state: SandboxState) -> AsyncIterator[httpx.AsyncClient]:
     """The app in process, its lifespan around it, over the sandbox simulators."""
-    app = create_app(make_settings(), transports=sandbox_transports(state))
-    async with app.router.lifespan_context(app) as lifespan_state:
-
-        async def served(scope: Scope, receive: Receive, send: Send) -> None:
-            scope["state"] = dict(lifespan_state or {})
-            await app(scope, receive, send)
-
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=served),
-            base_url="http://gateway.test",
-            headers={"authorization": f"Bearer {TEST_API_KEY}"},
-        ) as client:
-            yield client
+    key = {"authorization": f"Bearer {TEST_API_KEY}"}
+    async with serve(make_settings(), sandbox_transports(state), headers=key) as client:
+        yield client
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)

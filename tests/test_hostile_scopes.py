@@ -19,27 +19,24 @@ import pytest
 
 from gateway.sandbox import SandboxState
 from gateway.settings import ConfigurationError
-from tests.support import TEST_API_KEY, make_settings
-from tests.test_http_edge import gateway
+from tests.support import (
+    CANCEL_URL,
+    START_CHECKOUT,
+    SUCCESS_URL,
+    TEST_API_KEY,
+    client_of,
+    make_settings,
+)
 
 FINDING_7 = "7. every key can do everything"
 GRAPHQL = "/graphql"
 CALLER_KEY = "gw-hostile-caller-5b1e"
 CALLER_SHA256 = hashlib.sha256(CALLER_KEY.encode()).hexdigest()
-SUCCESS = "https://app.example.com/billing/success"
-CANCEL = "https://app.example.com/billing/cancel"
 
 BOTH = ["almanac", "autoposting"]
 READ = ["billing:read"]
 READ_WRITE = ["billing:read", "checkout:write"]
 
-START_CHECKOUT = """
-mutation($input: StartCheckoutInput!) {
-  startCheckout(input: $input) {
-    __typename ... on Error { code provider } ... on CheckoutSession { url raw }
-  }
-}
-"""
 PREVIEW = """
 query($input: CheckoutPreviewInput!) {
   checkoutPreview(input: $input) { __typename ... on Error { code provider } }
@@ -76,14 +73,16 @@ query($id: ID) {
 
 
 def checkout(provider: str, account_id: str | None = None) -> dict[str, Any]:
+    """START_CHECKOUT's variables, the session's raw JSON asked for."""
     return {
         "input": {
             "provider": provider,
             "planId": "plan_pro" if provider == "AUTOPOSTING" else "team",
-            "successUrl": SUCCESS,
-            "cancelUrl": CANCEL,
+            "successUrl": SUCCESS_URL,
+            "cancelUrl": CANCEL_URL,
             **({"accountId": account_id} if account_id else {}),
-        }
+        },
+        "withRaw": True,
     }
 
 
@@ -357,7 +356,7 @@ async def test_a_hostile_request_is_refused_before_any_upstream_call(
         encoding="utf-8",
     )
     headers = {"authorization": f"Bearer {CALLER_KEY}", **case.headers}
-    async with gateway(state, GATEWAY_API_KEYS_FILE=str(path)) as client:
+    async with client_of(state, GATEWAY_API_KEYS_FILE=str(path)) as client:
         if case.path == GRAPHQL:
             response = await client.post(
                 GRAPHQL,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +19,7 @@ from gateway.checkout.idempotency import (
 )
 from gateway.checkout.start import checkout_was_refused
 from gateway.context import caller_digest
+from gateway.credentials import Credential
 from gateway.errors import (
     BillingSuspended,
     CheckoutLimit,
@@ -45,43 +45,19 @@ from gateway.sandbox import (
     Fault,
     SandboxState,
 )
-from gateway.settings import Credential
-from tests.support import TEST_API_KEY, Gateway, make_settings
+from tests.support import (
+    AUTOPOSTING_CHECKOUT,
+    CANCEL_URL,
+    SUCCESS_URL,
+    TEST_API_KEY,
+    FakeClock,
+    Gateway,
+    make_settings,
+    start_checkout,
+)
 
-START_CHECKOUT = """
-mutation($input: StartCheckoutInput!) {
-  startCheckout(input: $input) {
-    __typename
-    ... on CheckoutSession { id url sessionId }
-    ... on Error { code message }
-    ... on InvalidInputError { field }
-    ... on ProviderError { retryable upstreamStatus }
-  }
-}
-"""
-SUCCESS = "https://app.example.com/billing/success"
-CANCEL = "https://app.example.com/billing/cancel"
 KEY = "5f0c9a8e-2b1d-4c3e-9f7a-6d5e4c3b2a10"
-AUTOPOSTING = {
-    "provider": "AUTOPOSTING",
-    "planId": "plan_pro",
-    "successUrl": SUCCESS,
-    "cancelUrl": CANCEL,
-}
 ALMANAC = {"provider": "ALMANAC", "accountId": "org_acme", "planId": "pro"}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def start(gateway: Gateway, headers: dict[str, str] | None = None, **fields: Any) -> Any:
-    data = await gateway.execute(START_CHECKOUT, {"input": fields}, headers=headers)
-    return data["startCheckout"]
 
 
 def posts(state: SandboxState) -> int:
@@ -93,14 +69,14 @@ def posts(state: SandboxState) -> int:
 
 @pytest.mark.parametrize(
     ("fields", "provider"),
-    [(AUTOPOSTING, "autoposting"), (ALMANAC, "almanac")],
+    [(AUTOPOSTING_CHECKOUT, "autoposting"), (ALMANAC, "almanac")],
     ids=["autoposting", "almanac"],
 )
 async def test_the_same_key_and_input_twice_return_the_same_session_after_one_post(
     gateway: Gateway, state: SandboxState, fields: dict[str, str], provider: str
 ) -> None:
-    first = await start(gateway, **fields, idempotencyKey=KEY)
-    second = await start(gateway, **fields, idempotencyKey=KEY)
+    first = await start_checkout(gateway, **fields, idempotencyKey=KEY)
+    second = await start_checkout(gateway, **fields, idempotencyKey=KEY)
 
     assert first["__typename"] == "CheckoutSession"
     assert second == first
@@ -111,8 +87,8 @@ async def test_the_same_key_and_input_twice_return_the_same_session_after_one_po
 async def test_without_a_key_every_call_starts_a_checkout_of_its_own(
     gateway: Gateway, state: SandboxState
 ) -> None:
-    first = await start(gateway, **AUTOPOSTING)
-    second = await start(gateway, **AUTOPOSTING)
+    first = await start_checkout(gateway, **AUTOPOSTING_CHECKOUT)
+    second = await start_checkout(gateway, **AUTOPOSTING_CHECKOUT)
 
     assert first["sessionId"] != second["sessionId"]
     assert posts(state) == 2
@@ -124,8 +100,8 @@ async def test_concurrent_calls_with_the_same_key_and_input_share_one_post_and_o
     state.add_fault("autoposting", Fault(delay=0.2), method="POST")
 
     first, second = await asyncio.gather(
-        start(gateway, **AUTOPOSTING, idempotencyKey=KEY),
-        start(gateway, **AUTOPOSTING, idempotencyKey=KEY),
+        start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY),
+        start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY),
     )
 
     assert first["__typename"] == "CheckoutSession"
@@ -135,12 +111,12 @@ async def test_concurrent_calls_with_the_same_key_and_input_share_one_post_and_o
 
 
 DIFFERENT_INPUT = [
-    pytest.param(AUTOPOSTING, {"successUrl": f"{SUCCESS}?again"}, id="success-url"),
-    pytest.param(AUTOPOSTING, {"cancelUrl": f"{CANCEL}?again"}, id="cancel-url"),
-    pytest.param(AUTOPOSTING, {"planId": "pro"}, id="plan-id-spelling"),
-    pytest.param(AUTOPOSTING, {"accountId": "org-pro-demo"}, id="account-id-given"),
+    pytest.param(AUTOPOSTING_CHECKOUT, {"successUrl": f"{SUCCESS_URL}?again"}, id="success-url"),
+    pytest.param(AUTOPOSTING_CHECKOUT, {"cancelUrl": f"{CANCEL_URL}?again"}, id="cancel-url"),
+    pytest.param(AUTOPOSTING_CHECKOUT, {"planId": "pro"}, id="plan-id-spelling"),
+    pytest.param(AUTOPOSTING_CHECKOUT, {"accountId": "org-pro-demo"}, id="account-id-given"),
     pytest.param(ALMANAC, {"planId": "team"}, id="almanac-plan"),
-    pytest.param(ALMANAC, {"cancelUrl": CANCEL}, id="almanac-cancel-url-not-sent"),
+    pytest.param(ALMANAC, {"cancelUrl": CANCEL_URL}, id="almanac-cancel-url-not-sent"),
 ]
 
 
@@ -148,10 +124,10 @@ DIFFERENT_INPUT = [
 async def test_the_same_key_with_different_input_is_an_idempotency_conflict_without_a_post(
     gateway: Gateway, state: SandboxState, fields: dict[str, str], change: dict[str, str]
 ) -> None:
-    first = await start(gateway, **fields, idempotencyKey=KEY)
+    first = await start_checkout(gateway, **fields, idempotencyKey=KEY)
     calls = state.count()
 
-    error = await start(gateway, **{**fields, **change}, idempotencyKey=KEY)
+    error = await start_checkout(gateway, **{**fields, **change}, idempotencyKey=KEY)
 
     assert first["__typename"] == "CheckoutSession"
     assert error["__typename"] == "InvalidInputError"
@@ -185,10 +161,12 @@ async def test_a_call_with_other_input_while_the_key_is_in_flight_is_refused_at_
     )
     state.add_fault("autoposting", Fault(delay=0.3), method="POST")
     try:
-        first = asyncio.create_task(start(gateway, **AUTOPOSTING, idempotencyKey=KEY))
+        first = asyncio.create_task(
+            start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY)
+        )
         await started.wait()
-        other = {**AUTOPOSTING, "cancelUrl": CANCEL + "?x"}
-        error = await start(gateway, **other, idempotencyKey=KEY)
+        other = {**AUTOPOSTING_CHECKOUT, "cancelUrl": CANCEL_URL + "?x"}
+        error = await start_checkout(gateway, **other, idempotencyKey=KEY)
         in_flight = not first.done()
         session = await first
     finally:
@@ -211,10 +189,13 @@ async def test_a_call_with_other_input_while_the_key_is_in_flight_is_refused_at_
 async def test_the_same_key_from_another_caller_is_independent(
     gateway: Gateway, state: SandboxState, headers: dict[str, str]
 ) -> None:
-    mine = await start(
-        gateway, {"authorization": f"Bearer {TEST_API_KEY}"}, **AUTOPOSTING, idempotencyKey=KEY
+    mine = await start_checkout(
+        gateway,
+        {"authorization": f"Bearer {TEST_API_KEY}"},
+        **AUTOPOSTING_CHECKOUT,
+        idempotencyKey=KEY,
     )
-    theirs = await start(gateway, headers, **AUTOPOSTING, idempotencyKey=KEY)
+    theirs = await start_checkout(gateway, headers, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY)
 
     assert theirs["__typename"] == "CheckoutSession"
     assert theirs["sessionId"] != mine["sessionId"]
@@ -224,8 +205,8 @@ async def test_the_same_key_from_another_caller_is_independent(
 async def test_the_same_key_for_another_provider_is_independent(
     gateway: Gateway, state: SandboxState
 ) -> None:
-    autoposting = await start(gateway, **AUTOPOSTING, idempotencyKey=KEY)
-    almanac = await start(gateway, **ALMANAC, idempotencyKey=KEY)
+    autoposting = await start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY)
+    almanac = await start_checkout(gateway, **ALMANAC, idempotencyKey=KEY)
 
     assert autoposting["__typename"] == almanac["__typename"] == "CheckoutSession"
     assert state.count("almanac", "POST") == state.count("autoposting", "POST") == 1
@@ -241,12 +222,12 @@ async def test_a_key_expires_after_the_ttl_and_then_starts_a_new_checkout(
         idempotency=MemoryIdempotencyStore(60, clock=clock),
     )
     try:
-        first = await start(gateway, **AUTOPOSTING, idempotencyKey=KEY)
+        first = await start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY)
         clock.now += 59
-        within = await start(gateway, **AUTOPOSTING, idempotencyKey=KEY)
+        within = await start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY)
         clock.now += 2
-        after = await start(
-            gateway, **{**AUTOPOSTING, "cancelUrl": CANCEL + "?x"}, idempotencyKey=KEY
+        after = await start_checkout(
+            gateway, **{**AUTOPOSTING_CHECKOUT, "cancelUrl": CANCEL_URL + "?x"}, idempotencyKey=KEY
         )
     finally:
         await gateway.aclose()
@@ -280,8 +261,8 @@ async def test_a_checkout_the_provider_refused_can_be_retried_with_the_same_key(
 ) -> None:
     state.add_fault("autoposting", fault, method="POST", times=1)
 
-    refused = await start(gateway, **AUTOPOSTING, idempotencyKey=KEY)
-    retried = await start(gateway, **AUTOPOSTING, idempotencyKey=KEY)
+    refused = await start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY)
+    retried = await start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY)
 
     assert refused["code"] == code
     assert retried["__typename"] == "CheckoutSession"
@@ -294,8 +275,8 @@ async def test_a_suspended_key_posts_again_on_a_retry_with_the_same_idempotency_
 ) -> None:
     headers = {"x-autoposting-api-key": AUTOPOSTING_SUSPENDED_KEY}
 
-    first = await start(gateway, headers, **AUTOPOSTING, idempotencyKey=KEY)
-    second = await start(gateway, headers, **AUTOPOSTING, idempotencyKey=KEY)
+    first = await start_checkout(gateway, headers, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY)
+    second = await start_checkout(gateway, headers, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY)
 
     assert first["__typename"] == second["__typename"] == "BillingSuspendedError"
     assert posts(state) == 2
@@ -306,10 +287,10 @@ async def test_a_failure_before_the_post_releases_the_key(
     gateway: Gateway, state: SandboxState
 ) -> None:
     state.add_fault("autoposting", Fault(status=503), path="/auth/profile", times=1)
-    fields = {**AUTOPOSTING, "accountId": "org-pro-demo"}
+    fields = {**AUTOPOSTING_CHECKOUT, "accountId": "org-pro-demo"}
 
-    failed = await start(gateway, **fields, idempotencyKey=KEY)
-    retried = await start(gateway, **fields, idempotencyKey=KEY)
+    failed = await start_checkout(gateway, **fields, idempotencyKey=KEY)
+    retried = await start_checkout(gateway, **fields, idempotencyKey=KEY)
 
     assert failed["code"] == "UPSTREAM_UNAVAILABLE"
     assert failed["retryable"] is True
@@ -326,10 +307,10 @@ async def test_a_checkout_refused_by_an_open_circuit_was_never_sent_and_releases
     )
     state.add_fault("autoposting", Fault(status=503), method="POST", times=1)
     try:
-        await start(gateway, **AUTOPOSTING, idempotencyKey="opens-the-circuit")
-        failing_fast = await start(gateway, **AUTOPOSTING, idempotencyKey=KEY)
+        await start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey="opens-the-circuit")
+        failing_fast = await start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY)
         await asyncio.sleep(0.15)
-        retried = await start(gateway, **AUTOPOSTING, idempotencyKey=KEY)
+        retried = await start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY)
     finally:
         await gateway.aclose()
 
@@ -387,9 +368,11 @@ async def test_a_checkout_with_an_unknown_outcome_is_remembered_and_never_posted
     if fault is not None:
         state.add_fault("autoposting", fault, method="POST", times=1)
     try:
-        first = await start(gateway, **AUTOPOSTING, idempotencyKey=KEY)
-        second = await start(gateway, **AUTOPOSTING, idempotencyKey=KEY)
-        conflict = await start(gateway, **{**AUTOPOSTING, "planId": "pro"}, idempotencyKey=KEY)
+        first = await start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY)
+        second = await start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY)
+        conflict = await start_checkout(
+            gateway, **{**AUTOPOSTING_CHECKOUT, "planId": "pro"}, idempotencyKey=KEY
+        )
     finally:
         await gateway.aclose()
 
@@ -414,12 +397,14 @@ async def test_a_checkout_cancelled_while_posting_is_remembered_as_an_unknown_ou
     )
     state.add_fault("autoposting", Fault(delay=0.3), method="POST", times=1)
     try:
-        first = asyncio.create_task(start(gateway, **AUTOPOSTING, idempotencyKey=KEY))
+        first = asyncio.create_task(
+            start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY)
+        )
         await started.wait()
         first.cancel()  # the caller went away while the POST was on its way
         with pytest.raises(asyncio.CancelledError):
             await first
-        retried = await start(gateway, **AUTOPOSTING, idempotencyKey=KEY)
+        retried = await start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY)
     finally:
         await gateway.aclose()
 
@@ -435,8 +420,8 @@ async def test_a_concurrent_call_waiting_on_an_unknown_outcome_gets_the_same_err
     state.add_fault("autoposting", Fault(delay=0.2, status=503), method="POST", times=1)
 
     first, second = await asyncio.gather(
-        start(gateway, **AUTOPOSTING, idempotencyKey=KEY),
-        start(gateway, **AUTOPOSTING, idempotencyKey=KEY),
+        start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY),
+        start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY),
     )
 
     assert first["code"] == "UPSTREAM_UNAVAILABLE"
@@ -451,8 +436,8 @@ async def test_a_concurrent_call_waiting_on_a_refused_checkout_tries_again_itsel
     state.add_fault("autoposting", refused, method="POST", times=1)
 
     first, second = await asyncio.gather(
-        start(gateway, **AUTOPOSTING, idempotencyKey=KEY),
-        start(gateway, **AUTOPOSTING, idempotencyKey=KEY),
+        start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY),
+        start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=KEY),
     )
 
     assert first["code"] == "RATE_LIMITED"
@@ -496,7 +481,9 @@ def test_only_a_post_never_sent_or_refused_by_the_provider_counts_as_refused(
 async def test_a_malformed_key_is_refused_before_any_upstream_call(
     gateway: Gateway, state: SandboxState, key: str
 ) -> None:
-    error = await start(gateway, **{**AUTOPOSTING, "accountId": "org-pro-demo"}, idempotencyKey=key)
+    error = await start_checkout(
+        gateway, **{**AUTOPOSTING_CHECKOUT, "accountId": "org-pro-demo"}, idempotencyKey=key
+    )
 
     assert error["__typename"] == "InvalidInputError"
     assert error["code"] == "INVALID_INPUT"
@@ -509,7 +496,7 @@ async def test_a_malformed_key_is_refused_before_any_upstream_call(
 async def test_a_key_of_1_to_255_printable_characters_is_accepted(
     gateway: Gateway, state: SandboxState, key: str
 ) -> None:
-    session = await start(gateway, **AUTOPOSTING, idempotencyKey=key)
+    session = await start_checkout(gateway, **AUTOPOSTING_CHECKOUT, idempotencyKey=key)
 
     assert session["__typename"] == "CheckoutSession"
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-from starlette import types as asgi
 
-from gateway.app import create_app
 from gateway.checkout.idempotency import Acquired, CheckoutLimits, CheckoutRate, Scope
 from gateway.checkout.redis_store import RedisIdempotencyStore, open_redis, warn_if_evicting
 from gateway.errors import CheckoutLimit, CheckoutLimitReached
@@ -21,8 +19,6 @@ from gateway.provider import Provider
 from gateway.sandbox import (
     AUTOPOSTING_PRO_KEY,
     SandboxState,
-    create_almanac_app,
-    create_autoposting_app,
 )
 from gateway.settings import (
     DEFAULT_CHECKOUT_BURST,
@@ -34,7 +30,7 @@ from gateway.settings import (
     load_settings,
 )
 from tests.redis_server import RedisServer
-from tests.support import make_settings
+from tests.support import AUTOPOSTING_CHECKOUT, START_CHECKOUT, FakeClock, client_of
 
 LIMIT_VARIABLES = {
     "GATEWAY_IDEMPOTENCY_MAX_KEYS": "max_keys",
@@ -43,29 +39,6 @@ LIMIT_VARIABLES = {
     "GATEWAY_CHECKOUT_RATE_PER_MINUTE": "rate_per_minute",
     "GATEWAY_CHECKOUT_BURST": "burst",
 }
-CHECKOUT = """
-mutation($input: StartCheckoutInput!) {
-  startCheckout(input: $input) {
-    __typename
-    ... on Error { code message }
-    ... on CheckoutLimitError { limit retryable retryAfterSeconds }
-  }
-}
-"""
-INPUT = {
-    "provider": "AUTOPOSTING",
-    "planId": "plan_pro",
-    "successUrl": "https://app.example.com/billing/success",
-    "cancelUrl": "https://app.example.com/billing/cancel",
-}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # --- settings ------------------------------------------------------------------------------------
@@ -136,20 +109,8 @@ def test_the_rate_forgets_callers_whose_bucket_is_full_again() -> None:
 @asynccontextmanager
 async def serve(**environ: str) -> AsyncIterator[tuple[httpx.AsyncClient, SandboxState]]:
     state = SandboxState()
-    transports: Mapping[Provider, httpx.AsyncBaseTransport] = {
-        Provider.ALMANAC: httpx.ASGITransport(app=create_almanac_app(state)),
-        Provider.AUTOPOSTING: httpx.ASGITransport(app=create_autoposting_app(state)),
-    }
-    app = create_app(make_settings(**environ), transports=transports)
-    async with app.router.lifespan_context(app) as lifespan_state:
-
-        async def served(scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
-            scope["state"] = dict(lifespan_state or {})
-            await app(scope, receive, send)
-
-        transport = httpx.ASGITransport(app=served)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-            yield client, state
+    async with client_of(state, **environ) as client:
+        yield client, state
 
 
 async def checkout(
@@ -157,7 +118,7 @@ async def checkout(
 ) -> dict[str, Any]:
     response = await client.post(
         "/graphql",
-        json={"query": CHECKOUT, "variables": {"input": {**INPUT, **fields}}},
+        json={"query": START_CHECKOUT, "variables": {"input": {**AUTOPOSTING_CHECKOUT, **fields}}},
         headers=headers,
     )
     assert response.status_code == 200, response.text
@@ -179,7 +140,7 @@ async def test_the_app_limits_each_gateway_key_to_the_configured_rate() -> None:
     assert answers[2]["limit"] == "CALLER_RATE"
     assert answers[2]["code"] == "CHECKOUT_LIMITED"
     assert answers[2]["retryable"] is True
-    assert 0 < answers[2]["retryAfterSeconds"] <= 1  # 60 a minute: a slot a second
+    assert 0 < answers[2]["limitRetryAfterSeconds"] <= 1  # 60 a minute: a slot a second
     assert other["__typename"] == "CheckoutSession"
     assert state.count("autoposting", "POST") == 3
 
@@ -217,27 +178,12 @@ async def test_the_app_holds_each_gateway_key_to_the_configured_quota_of_live_ke
 
     assert [answer["__typename"] for answer in answers][:2] == ["CheckoutSession"] * 2
     assert answers[2]["limit"] == "CALLER_KEYS"
-    assert 86_399 < answers[2]["retryAfterSeconds"] <= 86_400  # the oldest key's 24 h TTL
+    assert 86_399 < answers[2]["limitRetryAfterSeconds"] <= 86_400  # the oldest key's 24 h TTL
     assert replay["__typename"] == other["__typename"] == "CheckoutSession"
     assert state.count("autoposting", "POST") == 3
 
 
 # --- Redis ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(redis_server: RedisServer) -> AsyncIterator[Any]:
-    redis = open_redis(redis_server.url)
-    await redis.flushdb()
-    yield redis
-    await redis.config_set("maxmemory-policy", "noeviction")
-    await redis.aclose()
 
 
 async def test_replicas_reserving_at_once_never_hold_more_keys_than_the_quota(
@@ -265,8 +211,8 @@ async def test_replicas_reserving_at_once_never_hold_more_keys_than_the_quota(
     }
 
 
-async def test_a_released_key_no_longer_counts_against_the_quota(client: Any) -> None:
-    store = RedisIdempotencyStore(client, 60, limits=CheckoutLimits(keys_per_credential=1))
+async def test_a_released_key_no_longer_counts_against_the_quota(redis_client: Any) -> None:
+    store = RedisIdempotencyStore(redis_client, 60, limits=CheckoutLimits(keys_per_credential=1))
     scope = Scope(Provider.ALMANAC, "1" * 64, None)
     first = await store.reserve(scope, "k1", "f")
     assert isinstance(first, Acquired)
@@ -285,12 +231,14 @@ async def test_a_released_key_no_longer_counts_against_the_quota(client: Any) ->
     [("noeviction", False), ("allkeys-lru", True), ("volatile-ttl", True)],
 )
 async def test_a_redis_that_may_evict_keys_is_reported_at_start_up(
-    client: Any, caplog: pytest.LogCaptureFixture, policy: str, warned: bool
+    redis_client: Any, caplog: pytest.LogCaptureFixture, policy: str, warned: bool
 ) -> None:
-    await client.config_set("maxmemory-policy", policy)
-
-    with caplog.at_level(logging.WARNING, logger="gateway.idempotency"):
-        found = await warn_if_evicting(client)
+    await redis_client.config_set("maxmemory-policy", policy)
+    try:
+        with caplog.at_level(logging.WARNING, logger="gateway.idempotency"):
+            found = await warn_if_evicting(redis_client)
+    finally:  # the module's Redis outlives the test: flushing empties it, this is config
+        await redis_client.config_set("maxmemory-policy", "noeviction")
 
     assert found == policy
     assert any("noeviction" in r.getMessage() for r in caplog.records) is warned

@@ -287,6 +287,7 @@ def test_almanac_billing_state_normalizes_plans_meters_and_permission() -> None:
     assert (pages.feature_id, pages.used, pages.granted, pages.remaining) == ("pages", 25, 100, 75)
     assert pages.resets_at == RESET
     assert seats.resets_at is None
+    assert billing.manage is not None
     assert billing.manage.allowed is True
     assert billing.manage.reason is ManageReason.PERMISSION
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from gateway.errors import ErrorCode
 from gateway.http.persisted import (
     ManifestError,
     PersistedOperations,
@@ -20,8 +19,7 @@ from gateway.http.persisted import (
 )
 from gateway.sandbox import SandboxState
 from gateway.settings import ConfigurationError
-from tests.support import TEST_API_KEY, make_settings
-from tests.test_http_edge import sandbox_transports, serve
+from tests.support import TEST_API_KEY, client_of, make_settings
 
 GRAPHQL = "/graphql"
 KEY = {"authorization": f"Bearer {TEST_API_KEY}"}
@@ -35,12 +33,6 @@ PLAN = (
 
 def persisted(document: str, *, version: int = 1) -> dict[str, Any]:
     return {"persistedQuery": {"version": version, "sha256Hash": sha256_hex(document)}}
-
-
-@asynccontextmanager
-async def client_of(state: SandboxState, **environ: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve(make_settings(**environ), sandbox_transports(state)) as client:
-        yield client
 
 
 def manifest_file(tmp_path: Path, content: object) -> str:
@@ -290,7 +282,7 @@ def test_the_cache_keeps_the_most_recently_used_documents_up_to_its_size() -> No
     assert operations.document(None, persisted(third)) == third
     with pytest.raises(PersistedQueryError) as caught:
         operations.document(None, persisted(second))
-    assert caught.value.code == "PERSISTED_QUERY_NOT_FOUND"
+    assert caught.value.code is ErrorCode.PERSISTED_QUERY_NOT_FOUND
 
 
 def test_a_request_without_a_persisted_query_passes_through() -> None:

@@ -11,19 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-import redis
-from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import ConnectionError as RedisConnectionError
-from starlette.types import Receive, Scope, Send
 
-from gateway.app import create_app
 from gateway.checkout.redis_store import open_redis
+from gateway.credentials import Credential
 from gateway.provider import Provider
 from gateway.sandbox import (
     ALMANAC_OWNER_TOKEN,
@@ -32,16 +29,13 @@ from gateway.sandbox import (
     AUTOPOSTING_SUSPENDED_KEY,
     AUTOPOSTING_TRIAL_KEY,
     SandboxState,
-    create_almanac_app,
-    create_autoposting_app,
 )
-from gateway.settings import Credential
 from gateway.telemetry.metrics import Metrics
 from gateway.upstreams import AlmanacClient
 from gateway.upstreams.redis_cache import KEY_PREFIX, RedisResponseCache
 from gateway.upstreams.reuse import Cached, CachePolicy, CacheUnavailable, credential_digest
 from tests.redis_server import RedisServer
-from tests.support import TEST_API_KEY, make_settings
+from tests.support import TEST_API_KEY, make_settings, metric, sandbox_transports, serve
 
 KEY = {"authorization": f"Bearer {TEST_API_KEY}"}
 BOTH = """{
@@ -243,61 +237,44 @@ async def test_a_cache_that_cannot_answer_is_a_miss_counted_and_warned_once_unti
 # --- against a real Redis ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    with redis.Redis.from_url(redis_server.url) as sync_client:
-        sync_client.flushdb()
-    return redis_server.url
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[Any]:
-    client = open_redis(redis_url)
-    yield client
-    await client.aclose()
-
-
 async def entries(client: Any) -> dict[str, bytes]:
     """Every key in Redis and its value."""
     return {key.decode(): await client.get(key) async for key in client.scan_iter("*")}
 
 
 @pytest.mark.parametrize("value", VALUES)
-async def test_values_read_back_equal_through_a_real_redis(client: Any, value: object) -> None:
-    cache = RedisResponseCache(client)
+async def test_values_read_back_equal_through_a_real_redis(
+    redis_client: Any, value: object
+) -> None:
+    cache = RedisResponseCache(redis_client)
     await cache.set("k", value, 60)
 
     assert await cache.get("k") == Cached(value)
 
 
 async def test_an_entry_is_one_string_under_the_prefix_that_redis_expires_after_its_ttl(
-    client: Any,
+    redis_client: Any,
 ) -> None:
-    cache = RedisResponseCache(client)
+    cache = RedisResponseCache(redis_client)
     await cache.set("k", {"a": 1}, 0.3)
 
-    assert await client.type(f"{KEY_PREFIX}k") == b"string"
-    assert 0 < await client.pttl(f"{KEY_PREFIX}k") <= 300
+    assert await redis_client.type(f"{KEY_PREFIX}k") == b"string"
+    assert 0 < await redis_client.pttl(f"{KEY_PREFIX}k") <= 300
     assert await cache.get("k") == Cached({"a": 1})
     await asyncio.sleep(0.4)
     assert await cache.get("k") is None
-    assert await client.keys("*") == []
+    assert await redis_client.keys("*") == []
 
 
 async def test_a_redis_that_does_not_answer_fails_a_lookup_within_the_time_limit_then_recovers(
-    redis_url: str, client: Any
+    redis_url: str, redis_client: Any
 ) -> None:
     cache_client = open_redis(redis_url)
     cache = RedisResponseCache(cache_client, timeout=0.1)
     try:
         await cache.set("k", 1, 60)
-        await client.execute_command("CLIENT", "PAUSE", "1000")  # every client's commands wait
+        # Every client's commands wait.
+        await redis_client.execute_command("CLIENT", "PAUSE", "1000")
         started = time.monotonic()
         with pytest.raises(CacheUnavailable, match="TimeoutError"):
             await cache.get("k")
@@ -316,11 +293,14 @@ async def test_a_redis_that_does_not_answer_fails_a_lookup_within_the_time_limit
 # --- gateways sharing one Redis ------------------------------------------------------------------
 
 
-def sandbox_transports(state: SandboxState) -> dict[Provider, httpx.AsyncBaseTransport]:
-    return {
-        Provider.ALMANAC: httpx.ASGITransport(app=create_almanac_app(state)),
-        Provider.AUTOPOSTING: httpx.ASGITransport(app=create_autoposting_app(state)),
-    }
+async def connect_to_redis(lifespan_state: Mapping[str, Any]) -> None:
+    """A replica in service has its Redis connections open (readiness PINGs Redis): open as many
+    as a request's concurrent lookups, so that no lookup of the test pays a connect within the
+    cache's 0.25 s limit on a loaded machine (a miss, as designed, but then the count of upstream
+    calls is not what the test is about)."""
+    cache = lifespan_state["clients"].almanac.reuse.cache if lifespan_state else None
+    if isinstance(cache, RedisResponseCache):
+        await asyncio.gather(*(cache._client.ping() for _ in range(CALLS_PER_REQUEST)))
 
 
 @asynccontextmanager
@@ -330,30 +310,15 @@ async def replica(
     """A gateway app with its own lifespan, as one process of several, and a client of it."""
     if redis_url is not None:
         environ["GATEWAY_REDIS_URL"] = redis_url
-    app = create_app(make_settings(**environ), transports=sandbox_transports(state))
-    async with app.router.lifespan_context(app) as lifespan_state:
-        cache = lifespan_state["clients"].almanac.reuse.cache if lifespan_state else None
-        if isinstance(cache, RedisResponseCache):
-            # A replica in service has its Redis connections open (readiness PINGs Redis): open
-            # as many as a request's concurrent lookups here, so that no lookup of the test pays
-            # a connect within the cache's 0.25 s limit on a loaded machine (a miss, as designed,
-            # but then the count of upstream calls is not what the test is about).
-            await asyncio.gather(*(cache._client.ping() for _ in range(CALLS_PER_REQUEST)))
-
-        async def served(scope: Scope, receive: Receive, send: Send) -> None:
-            scope["state"] = dict(lifespan_state or {})  # what uvicorn does
-            await app(scope, receive, send)
-
-        transport = httpx.ASGITransport(app=served)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://gateway.test", headers=KEY
-        ) as client:
-            yield client
+    settings = make_settings(**environ)
+    transports = sandbox_transports(state)
+    async with serve(settings, transports, headers=KEY, ready=connect_to_redis) as client:
+        yield client
 
 
 @asynccontextmanager
 async def replicas(
-    state: SandboxState, redis_url: str | None, count: int = 2, **environ: str
+    state: SandboxState, redis_url: str | None, count: int = 2, /, **environ: str
 ) -> AsyncIterator[list[httpx.AsyncClient]]:
     async with AsyncExitStack() as stack:
         yield [
@@ -368,17 +333,6 @@ async def ask(gateway: httpx.AsyncClient, headers: Mapping[str, str] | None = No
     body = response.json()
     assert "errors" not in body, body
     return body["data"]
-
-
-async def cache_metric(gateway: httpx.AsyncClient, name: str, **labels: str) -> float:
-    """The sum of `name`'s samples with `labels`, over every endpoint."""
-    text = (await gateway.get("/metrics")).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
 
 
 def authorizations(state: SandboxState, since: int) -> set[str]:
@@ -399,18 +353,18 @@ async def test_an_answer_one_gateway_fetched_is_served_by_another_from_redis_wit
         assert served == fetched
         assert state.count() == calls
         lookups = "gateway_upstream_cache_lookups_total"
-        assert await cache_metric(second, lookups, result="hit") == CALLS_PER_REQUEST
-        assert await cache_metric(second, lookups, result="miss") == 0
-        assert await cache_metric(first, lookups, result="miss") == CALLS_PER_REQUEST
+        assert await metric(second, lookups, result="hit") == CALLS_PER_REQUEST
+        assert await metric(second, lookups, result="miss") == 0
+        assert await metric(first, lookups, result="miss") == CALLS_PER_REQUEST
 
 
 async def test_entries_expire_after_their_ttl_and_are_then_fetched_again(
-    state: SandboxState, redis_url: str, client: Any
+    state: SandboxState, redis_url: str, redis_client: Any
 ) -> None:
     ttl = {"GATEWAY_CACHE_SECONDS": "1", "GATEWAY_CACHE_USAGE_SECONDS": "1"}
     async with replicas(state, redis_url, **ttl) as (first, second):
         await ask(first)
-        ttls = [await client.pttl(key) for key in await client.keys("*")]
+        ttls = [await redis_client.pttl(key) for key in await redis_client.keys("*")]
         await ask(second)
         cached = state.count()
         await asyncio.sleep(1.1)
@@ -442,15 +396,15 @@ async def test_another_credential_makes_its_own_upstream_calls_and_never_gets_a_
 
 
 async def test_usage_meters_are_cached_only_when_their_own_seconds_are_set(
-    state: SandboxState, redis_url: str, client: Any
+    state: SandboxState, redis_url: str, redis_client: Any
 ) -> None:
     async with replicas(state, redis_url, GATEWAY_CACHE_SECONDS="60") as (first, second):
         await ask(first)
         await ask(second)
     refetched = sorted(call.path for call in state.calls()[CALLS_PER_REQUEST:])
-    state_only = sorted(await client.keys("*"))
+    state_only = sorted(await redis_client.keys("*"))
 
-    await client.flushdb()
+    await redis_client.flushdb()
     state.reset()
     async with replicas(state, redis_url, **CACHE_ALL) as (first, second):
         await ask(first)
@@ -463,13 +417,13 @@ async def test_usage_meters_are_cached_only_when_their_own_seconds_are_set(
 
 
 async def test_without_cache_seconds_redis_holds_no_answers_and_without_redis_each_keeps_its_own(
-    state: SandboxState, redis_url: str, client: Any
+    state: SandboxState, redis_url: str, redis_client: Any
 ) -> None:
     async with replicas(state, redis_url) as (first, second):
         await ask(first)
         await ask(second)
     assert state.count() == 2 * CALLS_PER_REQUEST
-    assert await client.keys("*") == []
+    assert await redis_client.keys("*") == []
 
     state.reset()
     async with replicas(state, None, **CACHE_ALL) as (first, second):
@@ -478,7 +432,7 @@ async def test_without_cache_seconds_redis_holds_no_answers_and_without_redis_ea
         await ask(first)
         await ask(second)
     assert state.count() == 2 * CALLS_PER_REQUEST
-    assert await client.keys("*") == []
+    assert await redis_client.keys("*") == []
 
 
 async def test_with_redis_gone_requests_are_answered_by_the_providers_and_nothing_logs_an_error(
@@ -496,10 +450,8 @@ async def test_with_redis_gone_requests_are_answered_by_the_providers_and_nothin
             down = [await ask(gateway) for _ in range(3)]
             elapsed = time.monotonic() - started
             calls = state.count()
-            errors = await cache_metric(
-                gateway, "gateway_upstream_cache_lookups_total", result="error"
-            )
-            store_errors = await cache_metric(gateway, "gateway_upstream_cache_store_errors_total")
+            errors = await metric(gateway, "gateway_upstream_cache_lookups_total", result="error")
+            store_errors = await metric(gateway, "gateway_upstream_cache_store_errors_total")
         finally:
             redis_server.start()  # empty: it keeps nothing on disk
         back = [await ask(gateway) for _ in range(2)]
@@ -519,11 +471,11 @@ async def test_with_redis_gone_requests_are_answered_by_the_providers_and_nothin
 
 
 async def test_a_redis_that_stops_answering_delays_a_request_by_no_more_than_the_time_limits(
-    state: SandboxState, redis_url: str, client: Any
+    state: SandboxState, redis_url: str, redis_client: Any
 ) -> None:
     async with replica(state, redis_url, **CACHE_ALL) as gateway:
         cached = await ask(gateway)
-        await client.execute_command("CLIENT", "PAUSE", "1500")  # until it ends, for all
+        await redis_client.execute_command("CLIENT", "PAUSE", "1500")  # until it ends, for all
         started = time.monotonic()
         answered = await ask(gateway)
         elapsed = time.monotonic() - started
@@ -534,14 +486,14 @@ async def test_a_redis_that_stops_answering_delays_a_request_by_no_more_than_the
 
 
 async def test_nothing_in_redis_holds_a_credential_or_gateway_key(
-    state: SandboxState, redis_url: str, client: Any
+    state: SandboxState, redis_url: str, redis_client: Any
 ) -> None:
     async with replicas(state, redis_url, **CACHE_ALL) as (first, second):
         await ask(first)
         await ask(second, VIEWER_TRIAL)
         await ask(first, SUSPENDED)
 
-    held = await entries(client)
+    held = await entries(redis_client)
     digests = {credential_digest(Credential(secret)) for secret in SECRETS}
     assert len(held) >= 2 * CALLS_PER_REQUEST
     for key, value in held.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,17 +25,17 @@ from gateway.checkout.idempotency import (
 from gateway.checkout.redis_store import (
     KEY_PREFIX,
     LIVE_PREFIX,
-    IdempotencyUnavailable,
     RedisIdempotencyStore,
     open_redis,
 )
-from gateway.errors import ErrorCode, UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import ErrorCode, GatewayUnavailable, UpstreamTimeout, UpstreamUnreachable
 from gateway.models import CheckoutSession
 from gateway.provider import Provider
 from gateway.sandbox import Fault, SandboxState, SandboxThread
 from gateway.settings import ConfigurationError, load_settings
 from tests.redis_server import RedisServer
 from tests.servers import ServerThread
+from tests.support import AUTOPOSTING_CHECKOUT, START_CHECKOUT
 
 # /readyz names its checks only to a caller with a gateway key.
 DEMO_KEY = {"authorization": f"Bearer {DEMO_API_KEY}"}
@@ -47,20 +47,6 @@ SESSION = CheckoutSession(
 FAILURE = RememberedFailure(UpstreamTimeout, "lost", Provider.AUTOPOSTING, 504, "gateway_timeout")
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def client(redis_server: RedisServer) -> AsyncIterator[Any]:
-    redis = open_redis(redis_server.url)
-    await redis.flushdb()
-    yield redis
-    await redis.aclose()
-
-
 def make_store(
     client: Any, *, ttl: float = 60, lease: float = 5, wait_timeout: float = 2
 ) -> RedisIdempotencyStore:
@@ -68,8 +54,8 @@ def make_store(
 
 
 @pytest.fixture
-def store(client: Any) -> RedisIdempotencyStore:
-    return make_store(client, lease=5, wait_timeout=2)
+def store(redis_client: Any) -> RedisIdempotencyStore:
+    return make_store(redis_client, lease=5, wait_timeout=2)
 
 
 async def acquire(store: RedisIdempotencyStore, key: str = "k", fingerprint: str = "f") -> str:
@@ -116,8 +102,8 @@ CONTRACT = [
     pytest.param(_then_complete_session, Replay(SESSION), Conflict(), id="completed-session"),
     pytest.param(_then_complete_failure, Replay(FAILURE), Conflict(), id="completed-failure"),
     pytest.param(_then_release, Acquired, Acquired, id="released"),
-    pytest.param(_then_stale_complete, IdempotencyUnavailable, Conflict(), id="stale-complete"),
-    pytest.param(_then_stale_release, IdempotencyUnavailable, Conflict(), id="stale-release"),
+    pytest.param(_then_stale_complete, GatewayUnavailable, Conflict(), id="stale-complete"),
+    pytest.param(_then_stale_release, GatewayUnavailable, Conflict(), id="stale-release"),
     pytest.param(_then_complete_twice, Replay(SESSION), Conflict(), id="first-outcome-stays"),
     pytest.param(_then_release_after_complete, Replay(SESSION), Conflict(), id="no-late-release"),
 ]
@@ -126,18 +112,18 @@ CONTRACT = [
 @pytest.mark.parametrize(("then", "same", "other"), CONTRACT)
 @pytest.mark.parametrize("fingerprint", ["f", "g"], ids=["same-input", "other-input"])
 async def test_the_store_answers_a_reused_key_as_the_contract_says(
-    client: Any, then: Any, same: Any, other: Any, fingerprint: str
+    redis_client: Any, then: Any, same: Any, other: Any, fingerprint: str
 ) -> None:
-    store = make_store(client, lease=5, wait_timeout=0.3)
+    store = make_store(redis_client, lease=5, wait_timeout=0.3)
     token = await acquire(store)
     await then(store, token)
     expected = same if fingerprint == "f" else other
 
-    if expected is IdempotencyUnavailable:  # still in flight: waits, then is told to retry
-        with pytest.raises(IdempotencyUnavailable) as raised:
+    if expected is GatewayUnavailable:  # still in flight: waits, then is told to retry
+        with pytest.raises(GatewayUnavailable) as raised:
             await store.reserve(SCOPE, "k", fingerprint)
         assert raised.value.retryable
-        assert raised.value.code is ErrorCode.UPSTREAM_UNAVAILABLE
+        assert raised.value.code is ErrorCode.GATEWAY_UNAVAILABLE
         return
     reservation = await store.reserve(SCOPE, "k", fingerprint)
     if expected is Acquired:
@@ -222,13 +208,13 @@ async def test_many_stores_reserving_one_key_at_once_let_exactly_one_acquire_it(
             await c.aclose()
 
     assert sum(isinstance(r, Acquired) for r in results) == 1
-    assert all(isinstance(r, Acquired | IdempotencyUnavailable) for r in results)
+    assert all(isinstance(r, Acquired | GatewayUnavailable) for r in results)
 
 
 async def test_a_key_expires_after_the_ttl_and_may_then_be_used_with_other_input(
-    client: Any,
+    redis_client: Any,
 ) -> None:
-    store = make_store(client, ttl=0.2, lease=5, wait_timeout=1)
+    store = make_store(redis_client, ttl=0.2, lease=5, wait_timeout=1)
     await store.complete(SCOPE, "k", await acquire(store), SESSION)
     assert await store.reserve(SCOPE, "k", "g") == Conflict()
 
@@ -238,9 +224,9 @@ async def test_a_key_expires_after_the_ttl_and_may_then_be_used_with_other_input
 
 
 async def test_a_key_whose_owner_outlived_its_lease_reads_as_an_unknown_outcome_not_a_release(
-    client: Any,
+    redis_client: Any,
 ) -> None:
-    store = make_store(client, lease=0.1, wait_timeout=2)
+    store = make_store(redis_client, lease=0.1, wait_timeout=2)
     await acquire(store)  # and the owner dies: neither complete nor release comes
 
     reservation = await store.reserve(SCOPE, "k", "f")
@@ -255,7 +241,7 @@ async def test_a_key_whose_owner_outlived_its_lease_reads_as_an_unknown_outcome_
 
 
 async def test_keys_are_namespaced_and_hold_no_more_than_digests_and_the_outcome(
-    client: Any, store: RedisIdempotencyStore
+    redis_client: Any, store: RedisIdempotencyStore
 ) -> None:
     await store.complete(SCOPE, "order 42", await acquire(store, "order 42"), SESSION)
 
@@ -265,17 +251,17 @@ async def test_keys_are_namespaced_and_hold_no_more_than_digests_and_the_outcome
         f"{LIVE_PREFIX}credential:autoposting:{'0' * 64}",
         f"{LIVE_PREFIX}all",
     ]
-    keys = await client.keys("*")
-    held = await client.hgetall(name)
-    ttl = await client.pttl(name)
+    keys = await redis_client.keys("*")
+    held = await redis_client.hgetall(name)
+    ttl = await redis_client.pttl(name)
 
     assert sorted(keys) == sorted(k.encode() for k in [name, *live])
     assert set(held) == {b"fingerprint", b"token", b"lease", b"outcome"}
     assert 59_000 < ttl <= 60_000
     for counted in live:  # each live set: the SHA-1 of the key's name, scored by its expiry
-        [(member, expires)] = await client.zrange(counted, 0, -1, withscores=True)
+        [(member, expires)] = await redis_client.zrange(counted, 0, -1, withscores=True)
         assert member == hashlib.sha1(name.encode()).hexdigest().encode()
-        assert 59_000 < await client.pttl(counted) <= 60_000
+        assert 59_000 < await redis_client.pttl(counted) <= 60_000
         assert expires > 0
 
 
@@ -283,7 +269,7 @@ async def test_a_redis_that_cannot_be_reached_makes_reserve_a_retryable_error_at
     client = open_redis("redis://127.0.0.1:1/0", connect_timeout=0.5)
     store = make_store(client)
     try:
-        with pytest.raises(IdempotencyUnavailable) as raised:
+        with pytest.raises(GatewayUnavailable) as raised:
             await store.reserve(SCOPE, "k", "f")
         # complete and release log and return: the caller keeps its session or its real error.
         await store.complete(SCOPE, "k", "token", SESSION)
@@ -329,23 +315,7 @@ def test_gateway_redis_url_is_read_and_checked(value: str, expected: Any) -> Non
 
 # --- two gateways, one Redis, one sandbox ------------------------------------------------------
 
-START_CHECKOUT = """
-mutation($input: StartCheckoutInput!) {
-  startCheckout(input: $input) {
-    __typename
-    ... on CheckoutSession { url sessionId }
-    ... on Error { code message }
-    ... on ProviderError { retryable upstreamStatus }
-  }
-}
-"""
-CHECKOUT = {
-    "provider": "AUTOPOSTING",
-    "planId": "plan_pro",
-    "successUrl": "https://app.example.com/billing/success",
-    "cancelUrl": "https://app.example.com/billing/cancel",
-    "idempotencyKey": "order-42",
-}
+CHECKOUT = {**AUTOPOSTING_CHECKOUT, "idempotencyKey": "order-42"}
 
 
 @pytest.fixture(scope="module")
@@ -466,10 +436,9 @@ def test_with_redis_down_a_checkout_is_a_retryable_error_and_nothing_is_sent_ups
         redis_server.start()
 
     for error in errors:
-        assert error["__typename"] == "ProviderError"
-        assert error["code"] == "UPSTREAM_UNAVAILABLE"
+        assert error["__typename"] == "GatewayUnavailableError"
+        assert error["code"] == "GATEWAY_UNAVAILABLE"
         assert error["retryable"] is True
-        assert error["upstreamStatus"] is None
         assert "idempotency store" in error["message"]
     assert sent == 0  # no POST, and not even the profile GET
     assert ready.status_code == 503

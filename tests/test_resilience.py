@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.credentials import Credential
 from gateway.errors import (
     ErrorCode,
     UpstreamBadResponse,
@@ -26,7 +27,7 @@ from gateway.errors import (
     UpstreamUnreachable,
 )
 from gateway.provider import Provider
-from gateway.settings import Credential, UpstreamSettings
+from gateway.settings import UpstreamSettings
 from gateway.upstreams import AlmanacClient
 from gateway.upstreams._base import Sleep
 from gateway.upstreams.resilience import (
@@ -35,6 +36,7 @@ from gateway.upstreams.resilience import (
     RetryBudget,
     Ticket,
 )
+from tests.support import FakeClock
 
 TOKEN = "alm_resilience_secret_token"
 CREDENTIAL = Credential(TOKEN)
@@ -44,19 +46,6 @@ CHECKOUT = f"{BILLING}/checkout"
 RESET = 30.0
 
 Reply = Callable[[httpx.Request], httpx.Response]
-
-
-@dataclass
-class FakeClock:
-    """A monotonic clock that moves only when told."""
-
-    now: float = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 # --- the breaker alone ---------------------------------------------------------------------------

@@ -652,15 +652,6 @@ def test_a_fault_must_apply_at_least_once(state: SandboxState) -> None:
 # --- Servers on loopback ---
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 async def test_start_sandbox_serves_both_apps_over_loopback_on_free_ports() -> None:
     async with start_sandbox() as sandbox, httpx.AsyncClient() as client:
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", sandbox.almanac_url)
@@ -672,22 +663,19 @@ async def test_start_sandbox_serves_both_apps_over_loopback_on_free_ports() -> N
     assert sandbox.state.count() == 2
 
 
-async def test_a_drop_fault_closes_the_connection_without_a_response_over_loopback() -> None:
-    errors = _Records()
-    logging.getLogger("uvicorn.error").addHandler(errors)
-    try:
-        async with start_sandbox() as sandbox, httpx.AsyncClient() as client:
-            sandbox.state.add_fault("almanac", Fault(drop=True), path_prefix="/v1/", times=1)
-            url = f"{sandbox.almanac_url}{billing('org_acme', '/checkout')}"
-            with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
-                await client.post(url, headers=OWNER, json={"plan_id": "pro"})
-            retried = await client.post(url, headers=OWNER, json={"plan_id": "pro"})
-    finally:
-        logging.getLogger("uvicorn.error").removeHandler(errors)
+async def test_a_drop_fault_closes_the_connection_without_a_response_over_loopback(
+    uvicorn_errors: list[logging.LogRecord],
+) -> None:
+    async with start_sandbox() as sandbox, httpx.AsyncClient() as client:
+        sandbox.state.add_fault("almanac", Fault(drop=True), path_prefix="/v1/", times=1)
+        url = f"{sandbox.almanac_url}{billing('org_acme', '/checkout')}"
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            await client.post(url, headers=OWNER, json={"plan_id": "pro"})
+        retried = await client.post(url, headers=OWNER, json={"plan_id": "pro"})
     assert retried.status_code == 200
     assert sandbox.state.count("almanac", "POST") == 2
     assert len(sandbox.state.checkouts) == 1
-    assert errors.records == []  # no "Exception in ASGI application", no 500 fallback
+    assert uvicorn_errors == []  # no "Exception in ASGI application", no 500 fallback
 
 
 def test_sandbox_thread_serves_a_sync_client_and_shares_its_state(threaded: SandboxThread) -> None:

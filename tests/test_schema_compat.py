@@ -19,8 +19,7 @@ from graphql import (
 from gateway.__main__ import main
 from gateway.examples import EXAMPLE_MUTATION, EXAMPLE_QUERY
 from gateway.sandbox import SandboxState
-from tests.support import TEST_API_KEY, make_settings
-from tests.test_http_edge import sandbox_transports, serve
+from tests.support import TEST_API_KEY, make_settings, sandbox_transports, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 CODEGEN = ROOT / "docs" / "codegen"

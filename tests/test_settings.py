@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from gateway.credentials import Credential, MalformedCredential
 from gateway.provider import Provider
 from gateway.settings import (
     DEFAULT_AUTOPOSTING_PLANS,
     ConfigurationError,
-    Credential,
     Settings,
     load_settings,
 )
@@ -399,7 +399,7 @@ def test_credentials_are_equal_and_hashable_by_value() -> None:
     ],
 )
 def test_credential_rejects_an_empty_or_padded_token(value: str) -> None:
-    with pytest.raises(ConfigurationError) as caught:
+    with pytest.raises(MalformedCredential) as caught:
         Credential(value)
 
     assert TOKEN not in str(caught.value)

@@ -36,6 +36,7 @@ from gateway.sandbox import (
 )
 from gateway.settings import load_settings
 from tests.servers import ServerThread
+from tests.support import CANCEL_URL, START_CHECKOUT, SUCCESS_URL
 
 # Run by `make test`, left out of `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -43,18 +44,10 @@ pytestmark = pytest.mark.slow
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "8"))
 WORKERS = 8
 API_KEY = "soak-key"
-SUCCESS = "https://app.example.com/billing/success"
-CANCEL = "https://app.example.com/billing/cancel"
 QUERY = """query($accounts: [AccountInput!]!) { billingAccounts(accounts: $accounts) {
   __typename
   ... on BillingAccount { accountId currentPlan { planId } usageMeters { featureId used } }
   ... on Error { code }
-} }"""
-CHECKOUT = """mutation($input: StartCheckoutInput!) { startCheckout(input: $input) {
-  __typename
-  ... on CheckoutSession { sessionId url }
-  ... on Error { code }
-  ... on ProviderError { retryable }
 } }"""
 # Faults that act before the simulator's handler, so a checkout exists exactly when a client
 # was told of one: then every checkout the simulators created can be matched to a client.
@@ -104,10 +97,15 @@ async def checkout(client: httpx.AsyncClient, rng: random.Random, tally: Tally) 
         fields = {"provider": "AUTOPOSTING", "planId": "plan_pro"}
     headers = {"x-autoposting-api-key": AUTOPOSTING_SUSPENDED_KEY} if rng.random() < 0.1 else {}
     variables = {
-        "input": {**fields, "successUrl": SUCCESS, "cancelUrl": CANCEL, "idempotencyKey": key}
+        "input": {
+            **fields,
+            "successUrl": SUCCESS_URL,
+            "cancelUrl": CANCEL_URL,
+            "idempotencyKey": key,
+        }
     }
     for _attempt in range(4):
-        body = await post(client, CHECKOUT, variables, tally, headers)
+        body = await post(client, START_CHECKOUT, variables, tally, headers)
         result = body["data"]["startCheckout"]
         tally.codes[result.get("code", result["__typename"])] += 1
         if result["__typename"] == "CheckoutSession":

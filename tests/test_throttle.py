@@ -10,21 +10,17 @@ gateways over HTTP: one process, and two replicas sharing Redis.
 
 from __future__ import annotations
 
-import email.utils
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-import redis
-from prometheus_client.parser import text_string_to_metric_families
-from starlette.types import Receive, Scope, Send
 
-from gateway.app import create_app
 from gateway.checkout.redis_store import open_redis
+from gateway.credentials import Credential
 from gateway.errors import (
     ErrorCode,
     UpstreamCircuitOpen,
@@ -40,7 +36,7 @@ from gateway.sandbox import (
     create_almanac_app,
     create_autoposting_app,
 )
-from gateway.settings import Credential, UpstreamSettings
+from gateway.settings import UpstreamSettings
 from gateway.upstreams import AlmanacClient
 from gateway.upstreams.resilience import BreakerState
 from gateway.upstreams.throttle import (
@@ -54,7 +50,7 @@ from gateway.upstreams.throttle import (
     throttle_key,
 )
 from tests.redis_server import RedisServer
-from tests.support import TEST_API_KEY, make_settings
+from tests.support import TEST_API_KEY, FakeClock, http_date, make_settings, metric, serve
 
 THROTTLED = "alm_throttled_credential"
 OTHER = "alm_other_credential"
@@ -62,10 +58,6 @@ ORG = "org_acme"
 NOW = 1_800_000_000.0  # wall-clock "now" of the header table
 
 Reply = Callable[[httpx.Request], httpx.Response]
-
-
-def http_date(seconds_from_now: float) -> str:
-    return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
 
 
 # --- the wait a 429 names ------------------------------------------------------------------------
@@ -103,17 +95,6 @@ def test_a_429_holds_its_credential_for_its_wait_one_second_without_one_an_hour_
 
 
 # --- one client, a fake clock, a provider that rate limits one credential ------------------------
-
-
-@dataclass
-class FakeClock:
-    now: float = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -433,17 +414,8 @@ async def gateway(almanac: LimitOne, **environ: str) -> AsyncIterator[httpx.Asyn
         Provider.ALMANAC: almanac,
         Provider.AUTOPOSTING: httpx.ASGITransport(app=create_autoposting_app(SandboxState())),
     }
-    app = create_app(make_settings(**environ), transports=transports)
-    async with app.router.lifespan_context(app) as lifespan_state:
-
-        async def served(scope: Scope, receive: Receive, send: Send) -> None:
-            scope["state"] = dict(lifespan_state or {})
-            await app(scope, receive, send)
-
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=served), base_url="http://gateway.test", headers=KEY
-        ) as client:
-            yield client
+    async with serve(make_settings(**environ), transports, headers=KEY) as client:
+        yield client
 
 
 async def accounts(
@@ -458,16 +430,6 @@ async def accounts(
     almanac, autoposting = body["data"]["billingAccounts"]
     assert autoposting["__typename"] == "BillingAccount"
     return almanac, autoposting
-
-
-async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
-    text = (await client.get("/metrics")).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
 
 
 async def test_one_callers_429_answers_its_next_request_without_a_call_and_spares_the_others(
@@ -498,19 +460,6 @@ async def test_one_callers_429_answers_its_next_request_without_a_call_and_spare
     assert [other["__typename"] for other in others] == ["BillingAccount"] * 3
     assert almanac.sent.count(ALMANAC_OWNER_TOKEN) == 3
     assert throttled == 1
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    with redis.Redis.from_url(redis_server.url) as sync_client:
-        sync_client.flushdb()
-    return redis_server.url
 
 
 async def test_a_429_seen_by_one_replica_throttles_that_credential_on_the_other_through_redis(

@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from gateway.clients import Clients
+from gateway.credentials import Credential
 from gateway.errors import UpstreamBadResponse, UpstreamTimeout, UpstreamUnreachable
 from gateway.provider import Provider
 from gateway.sandbox import ALMANAC_OWNER_TOKEN, Fault, RunningSandbox, start_sandbox
-from gateway.settings import Credential
 from gateway.telemetry.request_id import REQUEST_ID
 from gateway.upstreams import AlmanacClient
 from gateway.upstreams.transport import UpstreamTransport, _httpx_error, environment_proxy
@@ -30,9 +30,12 @@ async def sandbox() -> AsyncIterator[RunningSandbox]:
         yield running
 
 
-def client_for(url: str, **settings: float) -> AlmanacClient:
+def client_for(url: str, read_timeout: float | None = None) -> AlmanacClient:
     upstream = make_settings(GATEWAY_GET_RETRIES="0").upstream(Provider.ALMANAC)
-    return AlmanacClient(dataclasses.replace(upstream, base_url=url, **settings))
+    upstream = dataclasses.replace(upstream, base_url=url)
+    if read_timeout is not None:
+        upstream = dataclasses.replace(upstream, read_timeout=read_timeout)
+    return AlmanacClient(upstream)
 
 
 def test_the_clients_default_transport_is_the_aiohttp_one_with_the_configured_pool() -> None:

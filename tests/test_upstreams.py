@@ -10,7 +10,6 @@ import contextlib
 import email.utils
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.credentials import Credential
 from gateway.errors import (
     BillingSuspended,
     ErrorCode,
@@ -34,9 +34,10 @@ from gateway.errors import (
     UpstreamUnreachable,
 )
 from gateway.provider import Provider
-from gateway.settings import Credential, UpstreamSettings
+from gateway.settings import UpstreamSettings
 from gateway.upstreams import AlmanacClient, AutopostingClient, UpstreamClient
 from gateway.upstreams.mapping import parse_retry_after
+from tests.support import http_date
 
 ALMANAC = Provider.ALMANAC
 AUTOPOSTING = Provider.AUTOPOSTING
@@ -95,7 +96,7 @@ class FakeUpstream:
         self.requests.append(request)
         reply = self.replies[min(len(self.requests), len(self.replies)) - 1]
         if isinstance(reply, type):
-            exc = reply("simulated failure", request=request)  # type: ignore[call-arg]
+            exc = reply("simulated failure", request=request)
             self.raised.append(exc)
             raise exc
         return reply(request)
@@ -206,10 +207,6 @@ async def post_checkout(client: UpstreamClient) -> object:
 def sent_json(request: httpx.Request) -> object:
     assert request.headers["content-type"] == "application/json"
     return json.loads(request.content)
-
-
-def http_date(seconds_from_now: float) -> str:
-    return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
 
 
 def assert_safe(error: BaseException) -> None:
