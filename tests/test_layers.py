@@ -17,6 +17,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "gateway.jsonfast": ("gateway.", "httpx", "strawberry", "starlette"),
     "gateway.credentials": ("gateway.", "httpx", "strawberry", "starlette"),
     "gateway.errors": ("gateway.models", "gateway.upstreams", "httpx", "strawberry", "starlette"),
+    "gateway.environment": ("gateway.models", "gateway.upstreams", "gateway.settings", "httpx",
+                            "strawberry"),
     "gateway.settings": ("gateway.models", "gateway.upstreams", "httpx", "strawberry"),
     "gateway.validation": ("gateway.upstreams", "gateway.loaders", "httpx", "strawberry",
                            "starlette"),
