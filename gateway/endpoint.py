@@ -11,7 +11,7 @@ from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import MissingQueryError
@@ -32,6 +32,7 @@ from gateway.http.guard import (
     GRAPHQL_RESPONSE_MEDIA_TYPE,
     error_response,
     preferred_media_type,
+    replay_body,
 )
 from gateway.http.persisted import PersistedOperations, PersistedQueryError
 from gateway.keys import FULL_SCOPE, NO_SCOPE, GatewayKey
@@ -88,7 +89,7 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 return
             if await self.answer_lean(scope, body, send):
                 return
-            receive = _replayed(body, receive)
+            receive = replay_body(body, receive)
         request = Request(scope, receive)
         try:
             response = await self.run(request)
@@ -284,20 +285,6 @@ async def _read_body(receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _replayed(body: bytes, receive: Receive) -> Receive:
-    """A `receive` handing over `body` whole, then deferring to the server (for disconnects)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
 
 
 def _prefers_graphql_response(request: Request) -> bool:

@@ -201,7 +201,7 @@ class GraphQLGuard:
             return
         if body is None:  # the client went away
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay_body(body, receive), send)
 
     def refusal(self, request: Request) -> Response | None:
         """The response refusing `request` on its method and headers, or None to go on."""
@@ -292,7 +292,7 @@ def _negotiated(send: Send, media_type: str | None) -> Send:
     return negotiated
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
     """A `receive` that hands over `body` whole, then defers to the server (for disconnects)."""
     sent = False
 

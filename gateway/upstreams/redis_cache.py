@@ -17,45 +17,31 @@ idempotency store (checkout's layer) has no business importing.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from gateway.upstreams.redis_keys import DEFAULT_TIMEOUT, RedisKeyspace
 from gateway.upstreams.reuse import Cached, CacheUnavailable
 
 logger = logging.getLogger("gateway.upstream")
 
 KEY_PREFIX = "billing-gateway:cache:"
-# Per command: far above a healthy Redis's answer (under a millisecond on a LAN, a few across
-# zones), far below an upstream GET. A get and a set are at most 2 x this on a cacheable GET.
-DEFAULT_TIMEOUT = 0.25
 
 
-class RedisResponseCache:
+class RedisResponseCache(RedisKeyspace):
     """A `ResponseCache` in Redis, shared by processes; see the module docstring."""
+
+    unavailable = CacheUnavailable
 
     def __init__(
         self, client: Redis, *, prefix: str = KEY_PREFIX, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        self.prefix = prefix
-        self.timeout = timeout
-        self._client = client
-
-    def redis_key(self, key: str) -> str:
-        """Where the entry of `key` is kept."""
-        return self.prefix + key
+        super().__init__(client, prefix=prefix, timeout=timeout)
 
     async def get(self, key: str) -> Cached | None:
-        try:
-            async with asyncio.timeout(self.timeout):
-                raw = await self._client.get(self.redis_key(key))
-        except (RedisError, TimeoutError) as exc:
-            raise CacheUnavailable(f"Redis GET failed: {type(exc).__name__}") from exc
+        raw = await self.command("GET", self._client.get(self.redis_key(key)))
         if raw is None:
             return None
         try:
@@ -69,11 +55,8 @@ class RedisResponseCache:
             return
         # ASCII: a lone surrogate escaped in an upstream's JSON survives, which UTF-8 would refuse.
         data = json.dumps(value, separators=(",", ":"))
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self._client.set(self.redis_key(key), data, px=max(1, round(ttl * 1000)))
-        except (RedisError, TimeoutError) as exc:
-            raise CacheUnavailable(f"Redis SET failed: {type(exc).__name__}") from exc
+        px = max(1, round(ttl * 1000))
+        await self.command("SET", self._client.set(self.redis_key(key), data, px=px))
 
 
 __all__ = ["DEFAULT_TIMEOUT", "KEY_PREFIX", "RedisResponseCache"]

@@ -19,7 +19,6 @@ shared by the replicas, each expiring after `seconds`. A store that fails or is 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -29,7 +28,6 @@ from typing import Protocol
 from urllib.parse import quote
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from gateway import jsonfast
 from gateway.credentials import Credential
@@ -39,6 +37,7 @@ from gateway.errors import (
     UpstreamUnavailable,
     UpstreamUnreachable,
 )
+from gateway.upstreams.redis_keys import DEFAULT_TIMEOUT, RedisKeyspace
 from gateway.upstreams.resilience import Clock
 from gateway.upstreams.reuse import CacheUnavailable, credential_digest
 
@@ -56,8 +55,6 @@ MAX_ENTRY_BYTES = 1024 * 1024
 # What an in-process entry costs beyond its key and JSON: the tuple, the float, dict slots.
 _ENTRY_OVERHEAD = 200
 KEY_PREFIX = "billing-gateway:stale:"
-# Per Redis command, as the response cache's (`redis_cache.DEFAULT_TIMEOUT`).
-DEFAULT_TIMEOUT = 0.25
 
 
 def stale_key(provider: str, resource: str, account: str | None, credential: Credential) -> str:
@@ -141,30 +138,20 @@ def _cost(key: str, data: bytes) -> int:
     return len(key) + len(data) + _ENTRY_OVERHEAD
 
 
-class RedisStaleStore:
+class RedisStaleStore(RedisKeyspace):
     """A `StaleStore` in Redis, shared by processes: one string per key,
     `billing-gateway:stale:<key>`, holding the fetch time, a newline and the JSON, expiring
     after its `ttl`."""
 
+    unavailable = CacheUnavailable
+
     def __init__(
         self, client: Redis, *, prefix: str = KEY_PREFIX, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        self.prefix = prefix
-        self.timeout = timeout
-        self._client = client
-
-    def redis_key(self, key: str) -> str:
-        """Where the answer of `key` is kept."""
-        return self.prefix + key
+        super().__init__(client, prefix=prefix, timeout=timeout)
 
     async def get(self, key: str) -> Kept | None:
-        try:
-            async with asyncio.timeout(self.timeout):
-                raw = await self._client.get(self.redis_key(key))
-        except (RedisError, TimeoutError) as exc:
-            raise CacheUnavailable(f"Redis GET failed: {type(exc).__name__}") from exc
+        raw = await self.command("GET", self._client.get(self.redis_key(key)))
         if not isinstance(raw, bytes):
             return None
         stamp, _, data = raw.partition(b"\n")
@@ -179,11 +166,8 @@ class RedisStaleStore:
         if ttl <= 0 or len(data) > MAX_ENTRY_BYTES:
             return
         value = f"{kept.fetched_at!r}\n".encode() + data
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self._client.set(self.redis_key(key), value, px=max(1, round(ttl * 1000)))
-        except (RedisError, TimeoutError) as exc:
-            raise CacheUnavailable(f"Redis SET failed: {type(exc).__name__}") from exc
+        px = max(1, round(ttl * 1000))
+        await self.command("SET", self._client.set(self.redis_key(key), value, px=px))
 
 
 # Told of every kept answer served: provider, resource and the failure's code (metrics).

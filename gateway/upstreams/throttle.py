@@ -25,10 +25,10 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from gateway.credentials import Credential
 from gateway.upstreams.mapping import parse_retry_after
+from gateway.upstreams.redis_keys import DEFAULT_TIMEOUT, RedisKeyspace
 from gateway.upstreams.resilience import Clock
 from gateway.upstreams.reuse import credential_digest
 from gateway.upstreams.store_health import StoreHealth
@@ -41,8 +41,6 @@ MAX_WAIT = 3600.0
 # Throttled credentials kept per process (`MemoryRateLimits`): about 140 bytes each.
 DEFAULT_MAX_ENTRIES = 10_000
 KEY_PREFIX = "billing-gateway:throttle:"
-# Per Redis command, as the response cache's (`redis_cache.DEFAULT_TIMEOUT`).
-DEFAULT_TIMEOUT = 0.25
 # `X-RateLimit-Reset` above this is in milliseconds (seconds would be the year 5138).
 _MILLISECONDS = 1e11
 
@@ -138,26 +136,20 @@ class MemoryRateLimits:
         return len(self._until)
 
 
-class RedisRateLimits:
+class RedisRateLimits(RedisKeyspace):
     """`RateLimits` in Redis, shared by processes: one string per throttled credential, expiring
     with its wait (on Redis's clock), so what it holds is bounded by the 429s of the last
     `MAX_WAIT`."""
 
+    unavailable = RateLimitsUnavailable
+
     def __init__(
         self, client: Redis, *, prefix: str = KEY_PREFIX, timeout: float = DEFAULT_TIMEOUT
     ) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        self.prefix = prefix
-        self.timeout = timeout
-        self._client = client
+        super().__init__(client, prefix=prefix, timeout=timeout)
         # Lookups in flight by key: a request's GETs all carry the same credential (25 accounts:
         # 25 concurrent lookups of one key), so they share one PTTL rather than send one each.
         self._lookups: dict[str, asyncio.Future[float]] = {}
-
-    def redis_key(self, key: str) -> str:
-        """Where the wait of `key` is kept."""
-        return self.prefix + key
 
     async def remaining(self, key: str) -> float:
         lookup = self._lookups.get(key)
@@ -174,25 +166,16 @@ class RedisRateLimits:
             lookup.exception()  # retrieved: every waiter may have been cancelled
 
     async def _remaining(self, key: str) -> float:
-        try:
-            async with asyncio.timeout(self.timeout):
-                left = await self._client.pttl(self.redis_key(key))
-        except (RedisError, TimeoutError) as exc:
-            raise RateLimitsUnavailable(f"Redis PTTL failed: {type(exc).__name__}") from exc
+        left = await self.command("PTTL", self._client.pttl(self.redis_key(key)))
         # -2: no such key; -1: a key without expiry, which this class never writes.
         return left / 1000 if isinstance(left, int) and left > 0 else 0.0
 
     async def hold(self, key: str, seconds: float) -> None:
-        try:
-            async with asyncio.timeout(self.timeout):
-                if seconds > 0:
-                    await self._client.set(
-                        self.redis_key(key), b"1", px=max(1, math.ceil(seconds * 1000))
-                    )
-                else:
-                    await self._client.delete(self.redis_key(key))
-        except (RedisError, TimeoutError) as exc:
-            raise RateLimitsUnavailable(f"Redis SET failed: {type(exc).__name__}") from exc
+        if seconds > 0:
+            px = max(1, math.ceil(seconds * 1000))
+            await self.command("SET", self._client.set(self.redis_key(key), b"1", px=px))
+        else:
+            await self.command("SET", self._client.delete(self.redis_key(key)))
 
 
 class CredentialThrottle:
