@@ -13,6 +13,8 @@ from gateway.context import Info
 from gateway.errors import GatewayError, attributed_to
 from gateway.keys import Permission
 from gateway.provider import Provider
+from gateway.schema.account import BillingAccount
+from gateway.schema.checkout import CheckoutPreview, CheckoutSession
 from gateway.schema.enums import ProviderEnum
 from gateway.schema.errors import (
     BillingSuspendedError,
@@ -24,7 +26,6 @@ from gateway.schema.errors import (
     to_graphql_error,
 )
 from gateway.schema.selection import selection_needs
-from gateway.schema.types import BillingAccount, CheckoutPreview, CheckoutSession
 
 BillingAccountResult = Annotated[
     BillingAccount | InvalidInputError | NotAllowedError | BillingSuspendedError | ProviderError,

@@ -1,15 +1,14 @@
-"""GraphQL object types of the unified billing domain.
+"""GraphQL types of an account's billing: plans, usage meters, subscription, permission,
+freshness and the account itself.
 
 Objects hold the domain model and the account they belong to; everything else they reach through
-`info.context`, so a field's upstream call happens only when that field is selected.
+`info.context`, so a field's upstream call happens only when that field is selected. Fields that
+copy the model are plain attributes set by `of`; fields that may need a read are resolvers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -17,7 +16,15 @@ from strawberry.scalars import JSON
 from gateway import models
 from gateway.context import Info
 from gateway.keys import Permission
-from gateway.provider import Provider
+from gateway.schema.common import (
+    RAW_DESCRIPTION,
+    Money,
+    account_id_of,
+    account_scoped_id,
+    account_source,
+    json_value,
+    raw_json,
+)
 from gateway.schema.enums import (
     ErrorCodeEnum,
     IntervalEnum,
@@ -26,54 +33,7 @@ from gateway.schema.enums import (
     SubscriptionStatusEnum,
     from_domain,
 )
-from gateway.schema.ids import global_id
 from gateway.sources import AccountRef, AccountSource
-
-RAW_DESCRIPTION = (
-    "The provider's own JSON for this object, unchanged: an escape hatch for what the schema "
-    "does not model. Its shape is the provider's and may change without notice. It carries "
-    "provider fields such as customer ids: null, with a NOT_ALLOWED error, for a gateway key "
-    "without the raw:read permission."
-)
-
-
-def _json(value: Any) -> JSON:
-    return value  # type: ignore[no-any-return]
-
-
-def _raw(info: Info, provider: Provider, value: Any) -> JSON:
-    """`value`, the provider's own JSON, if the caller's gateway key may read it."""
-    info.context.permit(Permission.RAW_READ, provider)
-    return _json(value)
-
-
-def _source(info: Info, ref: AccountRef) -> AccountSource:
-    return info.context.loaders.source(ref.provider)
-
-
-async def _account_id(info: Info, ref: AccountRef) -> str:
-    return await _source(info, ref).account_id(ref)
-
-
-def account_scoped_id(
-    type_name: str, *parts: Callable[[Any], str]
-) -> Callable[[Any, Info], Awaitable[strawberry.ID]]:
-    """The resolver of the global id of an object of one account: its type, provider, the
-    account's id (which may need a read: Autoposting's comes with the key's profile) and
-    `parts` of the object itself."""
-
-    async def resolve(root: Any, info: Info) -> strawberry.ID:
-        account = await _account_id(info, root.ref)
-        local = (part(root) for part in parts)
-        return strawberry.ID(global_id(type_name, root.ref.provider, account, *local))
-
-    return resolve
-
-
-@strawberry.type(description="An exact amount of money in one currency.")
-class Money:
-    amount: Decimal = strawberry.field(description="The amount, exact, as a decimal string.")
-    currency: str = strawberry.field(description="ISO 4217 currency code, e.g. USD.")
 
 
 @strawberry.type(description="A feature a plan includes.")
@@ -126,7 +86,7 @@ class Plan:
 
     @strawberry.field(description=RAW_DESCRIPTION)
     def raw(self, info: Info) -> JSON | None:
-        return _raw(info, self.ref.provider, self.model.raw)
+        return raw_json(info, self.ref.provider, self.model.raw)
 
     @classmethod
     def of(cls, model: models.Plan, ref: AccountRef) -> Plan:
@@ -184,7 +144,7 @@ class UsageMeter:
 
     @strawberry.field(description=RAW_DESCRIPTION)
     def raw(self, info: Info) -> JSON | None:
-        return _raw(info, self.ref.provider, self.model.raw)
+        return raw_json(info, self.ref.provider, self.model.raw)
 
     @classmethod
     def of(cls, model: models.UsageMeter, ref: AccountRef) -> UsageMeter:
@@ -248,7 +208,7 @@ class SubscriptionState:
 
     @strawberry.field(description=RAW_DESCRIPTION)
     def raw(self, info: Info) -> JSON | None:
-        return _raw(info, self.ref.provider, self.model.raw)
+        return raw_json(info, self.ref.provider, self.model.raw)
 
     @classmethod
     def of(cls, model: models.Subscription, ref: AccountRef) -> SubscriptionState:
@@ -317,7 +277,7 @@ class Freshness:
 
 
 async def _account_own_id(root: BillingAccount, info: Info) -> strawberry.ID:
-    return strawberry.ID(await _account_id(info, root.ref))
+    return strawberry.ID(await account_id_of(info, root.ref))
 
 
 @strawberry.type(description="One account of one provider: plans, subscription and usage.")
@@ -386,140 +346,10 @@ class BillingAccount:
         "with an error carrying `extensions.code`, when they could not be fetched."
     )
     async def usage_meters(self, info: Info) -> list[UsageMeter] | None:
-        meters = await _source(info, self.ref).usage_meters(self.ref)
+        meters = await account_source(info, self.ref).usage_meters(self.ref)
         return [UsageMeter.of(meter, self.ref) for meter in meters]
 
     @strawberry.field(description=RAW_DESCRIPTION)
     async def raw(self, info: Info) -> JSON | None:
         info.context.permit(Permission.RAW_READ, self.ref.provider)
-        return _json(await _source(info, self.ref).raw(self.ref))
-
-
-async def _session_account_id(root: CheckoutSession, info: Info) -> strawberry.ID | None:
-    return strawberry.ID(await _account_id(info, root.ref))
-
-
-@strawberry.type(description="A hosted checkout to send the customer to.")
-class CheckoutSession:
-    # Plain attributes, set by `of` (see `Plan`); the account id may need a read.
-    model: strawberry.Private[models.CheckoutSession]
-    ref: strawberry.Private[AccountRef]
-
-    id: strawberry.ID = strawberry.field(
-        description="Globally unique id: from the provider's session id, or from the URL when "
-        "the provider gives no session id."
-    )
-    provider: ProviderEnum = strawberry.field(
-        description="The provider the checkout was started at."
-    )
-
-    account_id: strawberry.ID | None = strawberry.field(
-        resolver=_session_account_id,
-        description="The account the checkout is for. For Autoposting it is read from the API "
-        "key's profile: null, with an error in `errors`, if that read fails; the session stands.",
-    )
-
-    plan_id: strawberry.ID = strawberry.field(description="The plan being bought.")
-    url: str = strawberry.field(description="The hosted checkout page to redirect the customer to.")
-    session_id: str | None = strawberry.field(
-        description="The provider's checkout session id: Autoposting's `sessionId`, or for "
-        "Almanac the session id carried in the checkout URL when it carries one; never invented."
-    )
-
-    @strawberry.field(description=RAW_DESCRIPTION)
-    def raw(self, info: Info) -> JSON | None:
-        return _raw(info, self.model.provider, self.model.raw)
-
-    @classmethod
-    def of(cls, model: models.CheckoutSession, ref: AccountRef) -> CheckoutSession:
-        """The GraphQL session of `model`, started for the account of `ref`."""
-        # No account in the id: reading the Autoposting organization could fail after the
-        # checkout was created, and the session must never be lost to that.
-        local = model.session_id or model.url
-        return cls(
-            model=model,
-            ref=ref,
-            id=strawberry.ID(global_id("CheckoutSession", ref.provider, local)),
-            provider=from_domain(ProviderEnum, model.provider),
-            plan_id=strawberry.ID(model.plan_id),
-            url=model.url,
-            session_id=model.session_id,
-        )
-
-
-def _money(value: models.Money | None) -> Money | None:
-    return Money(amount=value.amount, currency=value.currency) if value else None
-
-
-@strawberry.type(description="One line of a plan change's price.")
-class CheckoutPreviewLine:
-    name: str | None = strawberry.field(description="What the line charges or credits for.")
-    description: str | None = strawberry.field(
-        description="A longer explanation of the line, when the provider gives one."
-    )
-    quantity: float | None = strawberry.field(description="How many units the line counts.")
-    subtotal: Money | None = strawberry.field(
-        description="The line's amount before taxes and discounts."
-    )
-    total: Money | None = strawberry.field(description="The line's amount to pay.")
-
-    @classmethod
-    def of(cls, model: models.PreviewLine) -> CheckoutPreviewLine:
-        """The GraphQL line of `model`."""
-        return cls(
-            name=model.name,
-            description=model.description,
-            quantity=model.quantity,
-            subtotal=_money(model.subtotal),
-            total=_money(model.total),
-        )
-
-
-@strawberry.type(description="What a plan change will cost, before any checkout is started.")
-class CheckoutPreview:
-    # Plain attributes, set by `of` (see `Plan`).
-    model: strawberry.Private[models.CheckoutPreview]
-
-    id: strawberry.ID = strawberry.field(
-        description="Globally unique id of this preview (account and plan)."
-    )
-    provider: ProviderEnum = strawberry.field(description="The provider that priced the change.")
-    account_id: strawberry.ID = strawberry.field(description="The account the change is for.")
-    plan_id: strawberry.ID = strawberry.field(description="The plan the account would change to.")
-    currency: str = strawberry.field(
-        description="ISO 4217 currency of every amount: the provider's, or the configured one."
-    )
-    line_items: list[CheckoutPreviewLine] = strawberry.field(
-        description="The charges and credits of the change."
-    )
-    subtotal: Money | None = strawberry.field(description="The sum before taxes and discounts.")
-    total: Money | None = strawberry.field(description="The amount to pay.")
-    hosted_checkout_required: bool = strawberry.field(
-        description="Whether the change needs the hosted checkout (`startCheckout`) to be paid."
-    )
-    checkout_type: str | None = strawberry.field(
-        description="The provider's kind of checkout, as it names it."
-    )
-
-    @strawberry.field(description=RAW_DESCRIPTION)
-    def raw(self, info: Info) -> JSON | None:
-        return _raw(info, self.model.provider, self.model.raw)
-
-    @classmethod
-    def of(cls, model: models.CheckoutPreview) -> CheckoutPreview:
-        """The GraphQL preview of `model`."""
-        return cls(
-            model=model,
-            id=strawberry.ID(
-                global_id("CheckoutPreview", model.provider, model.account_id, model.plan_id)
-            ),
-            provider=from_domain(ProviderEnum, model.provider),
-            account_id=strawberry.ID(model.account_id),
-            plan_id=strawberry.ID(model.plan_id),
-            currency=model.currency,
-            line_items=[CheckoutPreviewLine.of(line) for line in model.lines],
-            subtotal=_money(model.subtotal),
-            total=_money(model.total),
-            hosted_checkout_required=model.hosted_checkout_required,
-            checkout_type=model.checkout_type,
-        )
+        return json_value(await account_source(info, self.ref).raw(self.ref))
