@@ -20,11 +20,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from gateway.checkout.idempotency import (
-    CheckoutLimits,
     IdempotencyStore,
     MemoryIdempotencyStore,
     ObservedIdempotencyStore,
 )
+from gateway.checkout.limits import CheckoutLimits
 from gateway.checkout.redis_store import (
     RedisIdempotencyStore,
     open_redis,

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from gateway.checkout.idempotency import CheckoutLimits, IdempotencyStore, MemoryIdempotencyStore
+from gateway.checkout.idempotency import IdempotencyStore, MemoryIdempotencyStore
+from gateway.checkout.limits import CheckoutLimits
 from gateway.checkout.redis_store import RedisIdempotencyStore, open_redis
 from gateway.sandbox import AUTOPOSTING_PRO_KEY, AUTOPOSTING_TRIAL_KEY, SandboxState
 from tests.support import AUTOPOSTING_CHECKOUT, FakeClock, Gateway, make_settings, start_checkout

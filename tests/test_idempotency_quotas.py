@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.checkout.idempotency import Acquired, CheckoutLimits, CheckoutRate, Scope
+from gateway.checkout.idempotency import Acquired, Scope
+from gateway.checkout.limits import CheckoutLimits, CheckoutRate
 from gateway.checkout.redis_store import RedisIdempotencyStore, open_redis, warn_if_evicting
 from gateway.errors import CheckoutLimit, CheckoutLimitReached
 from gateway.provider import Provider

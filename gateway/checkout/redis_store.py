@@ -57,16 +57,14 @@ from gateway import errors
 from gateway.checkout.idempotency import (
     UNKNOWN_OUTCOME,
     Acquired,
-    CheckoutLimits,
-    CheckoutRate,
     Conflict,
     Outcome,
     RememberedFailure,
     Replay,
     Reservation,
     Scope,
-    limit_reached,
 )
+from gateway.checkout.limits import CheckoutLimits, CheckoutRate, limit_reached
 from gateway.errors import CheckoutLimit, GatewayUnavailable, UpstreamError, UpstreamUnreachable
 from gateway.http.health import Check, CheckResult
 from gateway.models import CheckoutSession
