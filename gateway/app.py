@@ -34,12 +34,11 @@ from gateway.checkout.redis_store import (
 from gateway.clients import Clients
 from gateway.endpoint import GatewayGraphQL
 from gateway.errors import ErrorCode
+from gateway.http.cors import JSONCORSMiddleware, cors_options
 from gateway.http.graphiql import assets_route
 from gateway.http.guard import (
     ApiKeys,
     GraphQLGuard,
-    JSONCORSMiddleware,
-    cors_options,
     error_response,
     unauthenticated,
 )

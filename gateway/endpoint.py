@@ -29,11 +29,10 @@ from gateway.errors import ErrorCode
 from gateway.examples import EXAMPLE_MUTATION, EXAMPLE_QUERY
 from gateway.http.graphiql import GraphiQLPage
 from gateway.http.guard import (
-    GRAPHQL_RESPONSE_MEDIA_TYPE,
     error_response,
-    preferred_media_type,
     replay_body,
 )
+from gateway.http.negotiation import GRAPHQL_RESPONSE_MEDIA_TYPE, preferred_media_type
 from gateway.http.persisted import PersistedOperations, PersistedQueryError
 from gateway.keys import FULL_SCOPE, NO_SCOPE, GatewayKey
 from gateway.schema import build_schema

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from gateway.http.guard import preferred_media_type
+from gateway.http.negotiation import preferred_media_type
 from gateway.provider import Provider
 from gateway.sandbox import SandboxState
 from tests.support import (

@@ -9,9 +9,7 @@
     POST body that is not application/json 415  INVALID_QUERY   (also what stops CSRF)
     body larger than `max_body_bytes`      413  INVALID_QUERY   (Content-Length, then counted)
 
-Content negotiation (the GraphQL-over-HTTP spec): a client whose Accept prefers
-`application/graphql-response+json` gets its responses, refusals included, in that media type,
-and the status codes that media type calls for; any other client gets `application/json`.
+Refusals are labelled with the media type the caller negotiated (`negotiation.py`).
 
 The GraphiQL page itself is served without a key, so that a person can open it and type the
 `Authorization` header; every operation, GraphiQL's included, needs the key. The accepted key's
@@ -22,29 +20,21 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
 
-from starlette.datastructures import Headers, MutableHeaders
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import ErrorCode
+from gateway.http.negotiation import (
+    GRAPHQL_RESPONSE_MEDIA_TYPE,
+    JSON_MEDIA_TYPE,
+    negotiated,
+    preferred_media_type,
+)
 from gateway.keys import GatewayKey, key_digest
 
 ALLOWED_METHODS = ("GET", "POST")
-JSON_MEDIA_TYPE = "application/json"
-GRAPHQL_RESPONSE_MEDIA_TYPE = "application/graphql-response+json"
-# Every request header the API reads, for CORS preflights.
-CORS_ALLOWED_HEADERS = (
-    "authorization",
-    "content-type",
-    "x-almanac-token",
-    "x-autoposting-api-key",
-    "x-request-id",
-)
-CORS_MAX_AGE = 600
 
 
 def error_response(
@@ -79,49 +69,6 @@ def unauthenticated(authorization: str | None) -> JSONResponse:
         ErrorCode.UNAUTHENTICATED,
         headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
     )
-
-
-def preferred_media_type(accept: str | None) -> str | None:
-    """The response media type for an `Accept` header value; None: neither JSON type is acceptable.
-
-    `application/graphql-response+json` when the client prefers it (by quality, then by naming it
-    exactly); otherwise `application/json`, which is also the answer to no Accept header, to
-    `*/*` and to `application/*` (the spec's rule while clients move to the new type).
-    """
-    if not accept or not accept.strip():
-        return JSON_MEDIA_TYPE
-    ranks = {GRAPHQL_RESPONSE_MEDIA_TYPE: (0.0, -1), JSON_MEDIA_TYPE: (0.0, -1)}
-    for item in accept.split(","):
-        media_range, *params = (part.strip() for part in item.split(";"))
-        media_range = media_range.lower()
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value.strip())
-                except ValueError:
-                    quality = 0.0
-        for media_type in ranks:
-            specificity = _specificity(media_range, media_type)
-            # The most specific range matching a media type sets its quality.
-            if specificity > ranks[media_type][1]:
-                ranks[media_type] = (quality, specificity)
-    new, legacy = ranks[GRAPHQL_RESPONSE_MEDIA_TYPE], ranks[JSON_MEDIA_TYPE]
-    if new[0] > 0 and (new[0] > legacy[0] or (new[0] == legacy[0] and new[1] == 2)):
-        return GRAPHQL_RESPONSE_MEDIA_TYPE
-    if legacy[0] > 0:
-        return JSON_MEDIA_TYPE
-    return None
-
-
-def _specificity(media_range: str, media_type: str) -> int:
-    """2 for the exact type, 1 for `type/*`, 0 for `*/*`, -1 for no match."""
-    if media_range == media_type:
-        return 2
-    if media_range == media_type.partition("/")[0] + "/*":
-        return 1
-    return 0 if media_range == "*/*" else -1
 
 
 class ApiKeys:
@@ -182,7 +129,7 @@ class GraphQLGuard:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        send = _negotiated(send, preferred_media_type(request.headers.get("accept")))
+        send = negotiated(send, preferred_media_type(request.headers.get("accept")))
         refusal = self.refusal(request)
         if refusal is not None:
             await refusal(scope, receive, send)
@@ -277,21 +224,6 @@ class GraphQLGuard:
                 return b"".join(chunks)
 
 
-def _negotiated(send: Send, media_type: str | None) -> Send:
-    """A `send` labelling JSON responses with the negotiated media type, varying on Accept."""
-
-    async def negotiated(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            headers = MutableHeaders(scope=message)
-            if media_type and headers.get("content-type") == JSON_MEDIA_TYPE:
-                headers["content-type"] = media_type
-            # The body's media type, and GraphiQL's page versus JSON, depend on Accept.
-            headers.add_vary_header("Accept")
-        await send(message)
-
-    return negotiated
-
-
 def replay_body(body: bytes, receive: Receive) -> Receive:
     """A `receive` that hands over `body` whole, then defers to the server (for disconnects)."""
     sent = False
@@ -304,37 +236,3 @@ def replay_body(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
-
-
-class JSONCORSMiddleware(CORSMiddleware):
-    """Starlette's CORS middleware, refusing a preflight with a JSON error instead of text."""
-
-    def preflight_response(self, request_headers: Headers) -> Response:
-        response = super().preflight_response(request_headers)
-        if response.status_code == 200:
-            return response
-        headers = {
-            name: value
-            for name, value in response.headers.items()
-            if name not in ("content-type", "content-length")
-        }
-        return error_response(
-            response.status_code,
-            f"{bytes(response.body).decode()}: this origin may not call the gateway.",
-            ErrorCode.NOT_ALLOWED,
-            headers=headers,
-        )
-
-
-def cors_options(origins: Collection[str]) -> dict[str, Any]:
-    """Keyword arguments of `JSONCORSMiddleware` for the configured origins."""
-    return {
-        "allow_origins": list(origins),
-        "allow_methods": list(ALLOWED_METHODS),
-        "allow_headers": list(CORS_ALLOWED_HEADERS),
-        # Callers authenticate with a header, never a cookie.
-        "allow_credentials": False,
-        # So a browser caller can read the request id to quote it in a report.
-        "expose_headers": ["x-request-id"],
-        "max_age": CORS_MAX_AGE,
-    }
