@@ -150,7 +150,7 @@ def create_app(
             on_result=lambda name, ok: metrics.ready.labels(name).set(1 if ok else 0),
         )
         # What exists once started (modules, the schema) is never garbage: a full collection
-        # that walked it held the event loop 125-150 ms, past /healthz's 100 ms (bench/limits.py).
+        # that walked it held the event loop past /healthz's 100 ms (docs/performance.md).
         gc.freeze()
         try:
             yield {"clients": clients, "idempotency": store, "readiness": readiness}

@@ -42,7 +42,7 @@ DEFAULT_IDEMPOTENCY_TTL = 24 * 3600.0
 # Live (unexpired) idempotency keys: at most this many in the store, per caller (gateway key) and
 # per upstream credential. A full quota refuses new keys; a live key is never evicted. Keep
 # max keys >= gateway keys x keys per caller, so that no caller can fill the store for another.
-# A live key holds about 1.3 KB in process memory, 1.5 KB in Redis.
+# What a live key holds in memory and in Redis: docs/performance.md.
 DEFAULT_IDEMPOTENCY_MAX_KEYS = 20_000
 DEFAULT_IDEMPOTENCY_KEYS_PER_CALLER = 5_000
 DEFAULT_IDEMPOTENCY_KEYS_PER_CREDENTIAL = 1_000

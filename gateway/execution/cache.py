@@ -33,8 +33,8 @@ from gateway.execution.plan import (
 
 DEFAULT_THRESHOLD = 3
 DEFAULT_MAX_ENTRIES = 256
-# About 0.8 KB a planned field and 70 bytes of syntax tree a character of text (BENCHMARKS.md):
-# at most about 16 MB and 9 MB.
+# What a planned field and a character of text cost in memory: BENCHMARKS.md, "What a caller can
+# make plans cost".
 MAX_CACHED_STEPS = 20_000
 MAX_CACHED_TEXT = 128 * 1024
 # Plans of one document, one per combination of its `@skip`/`@include` variables' values.

@@ -49,8 +49,8 @@ logger = logging.getLogger("gateway.graphql")
 
 # Bounded caches: a client that sends endless distinct documents cannot grow memory without end.
 DOCUMENT_CACHE_SIZE = 512
-# Tokens of all the documents the parser cache keeps: about 280 bytes each (a syntax tree keeps
-# its tokens and nodes), so about 30 MB; a hundred of the largest documents the token limit allows.
+# Tokens of all the documents the parser cache keeps: a hundred of the largest documents the token
+# limit allows (what a token costs in memory: docs/performance.md).
 DOCUMENT_CACHE_TOKENS = 100_000
 
 
@@ -126,9 +126,9 @@ class ReportingParserCache(ParserCache):
     """ParserCache bounded by the size of what it keeps, leaving a document it cannot parse to
     Strawberry's own parse step.
 
-    Strawberry's cache is an lru_cache of `maxsize` documents, whatever their size: a syntax tree
-    keeps about 280 bytes per token (its tokens and nodes), so 512 documents at the token limit
-    would hold about 600 MB. Here the documents kept hold at most `max_tokens` tokens in all,
+    Strawberry's cache is an lru_cache of `maxsize` documents, whatever their size, and a syntax
+    tree keeps its tokens and nodes (docs/performance.md): documents at the token limit would hold
+    hundreds of megabytes. Here the documents kept hold at most `max_tokens` tokens in all,
     least recently used first out (and at most `maxsize` documents).
 
     ParserCache parses while its hook is entered, outside the parse step's error handling (as of
@@ -192,8 +192,8 @@ class TextKeyedValidationCache(ValidationCache):
     query limits first and the operation's cost with each request's variables.
 
     Strawberry's cache is an lru_cache over the DocumentNode, and graphql-core hashes a node by
-    walking its whole tree: every lookup of a cached document paid a deep hash, 25-30 us for the
-    benchmark's documents, 2% of a one-account query (BENCHMARKS.md). The text names the same
+    walking its whole tree: every lookup of a cached document paid a deep hash (its cost:
+    docs/performance.md). The text names the same
     document (the parser is deterministic, and ParserCache keys by it too), so it keys the same
     results. Entries are shared by every operation of the process, least recently used first out
     beyond `maxsize`. An entry keeps the document's measure (gateway/schema/limits.py), so that a
