@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 from aiodataloader import DataLoader
 
 from gateway import normalize
-from gateway.clients import Clients, NormalizedAnswers
+from gateway.clients import Clients
 from gateway.credentials import Credential
 from gateway.models import (
     AlmanacBilling,
@@ -37,12 +37,10 @@ from gateway.models import (
     Freshness,
     UsageMeter,
 )
-from gateway.normalize import DriftRecorder
 from gateway.provider import Provider
 from gateway.settings import Settings
 from gateway.sources import AccountSource, AlmanacAccounts, AlmanacKey, AutopostingAccounts
-from gateway.upstreams import AlmanacClient, AutopostingClient
-from gateway.upstreams.stale import Served, StaleIfError, stale_key
+from gateway.upstreams.stale import Served, stale_key
 
 logger = logging.getLogger("gateway.loaders")
 
@@ -60,9 +58,13 @@ class ConcurrentLoader(DataLoader[K, V], Generic[K, V]):
     resource: ClassVar[str]
     usage: ClassVar[bool] = False
 
-    def __init__(self, *, stale: StaleIfError | None = None) -> None:
+    def __init__(self, clients: Clients) -> None:
         super().__init__()
-        self.stale = stale or StaleIfError()
+        # App-lifetime parts: models normalized once per shared answer, the drift they show, the
+        # stale-if-error policy.
+        self.normalized = clients.normalized
+        self.drift = clients.drift
+        self.stale = clients.stale
         self.freshness: dict[K, Freshness] = {}
         self._reads: dict[K, tuple[str, Served]] = {}
 
@@ -93,6 +95,21 @@ class ConcurrentLoader(DataLoader[K, V], Generic[K, V]):
         served = await self.stale.read(where, call, usage=self.usage)
         self._reads[key] = (where, served)
         return served.value
+
+    async def read(
+        self,
+        key: K,
+        call: Callable[[], Awaitable[object]],
+        normalize: Callable[[object], V],
+        *,
+        account: str | None,
+        credential: Credential,
+    ) -> V:
+        """`fetch` `key`'s answer, then `normalize` it: once for every request that shares the
+        answer (`NormalizedAnswers`, keyed by this loader's kind)."""
+        payload = await self.fetch(key, call, account=account, credential=credential)
+        kind = f"{self.provider.value} {self.resource}"
+        return self.normalized.get(kind, payload, lambda: normalize(payload))
 
     def withheld_usage(self, key: K) -> Exception | None:
         """The failure to answer instead of usage meters read from `key`'s answer: when that
@@ -139,32 +156,20 @@ class AlmanacBillingByOrganizationLoader(ConcurrentLoader[AlmanacKey, AlmanacBil
     provider = Provider.ALMANAC
     resource = "billing"
 
-    def __init__(
-        self,
-        client: AlmanacClient,
-        *,
-        currency: str,
-        normalized: NormalizedAnswers,
-        drift: DriftRecorder,
-        stale: StaleIfError | None = None,
-    ) -> None:
-        super().__init__(stale=stale)
-        self.client = client
+    def __init__(self, clients: Clients, *, currency: str) -> None:
+        super().__init__(clients)
+        self.client = clients.almanac
         self.currency = currency
-        self.normalized = normalized
-        self.drift = drift
 
     async def load_one(self, key: AlmanacKey) -> AlmanacBilling:
-        payload = await self.fetch(
+        return await self.read(
             key,
             lambda: self.client.get_billing_state(key.organization_id, credential=key.credential),
+            lambda payload: normalize.almanac_billing(
+                payload, currency=self.currency, drift=self.drift
+            ),
             account=key.organization_id,
             credential=key.credential,
-        )
-        return self.normalized.get(
-            "almanac billing",
-            payload,
-            lambda: normalize.almanac_billing(payload, currency=self.currency, drift=self.drift),
         )
 
 
@@ -175,36 +180,26 @@ class AutopostingBillingByCredentialLoader(ConcurrentLoader[Credential, Autopost
     resource = "billing_status"
 
     def __init__(
-        self,
-        client: AutopostingClient,
-        *,
-        catalog: Sequence[Mapping[str, Any]],
-        currency: str,
-        normalized: NormalizedAnswers,
-        drift: DriftRecorder,
-        stale: StaleIfError | None = None,
+        self, clients: Clients, *, catalog: Sequence[Mapping[str, Any]], currency: str
     ) -> None:
-        super().__init__(stale=stale)
-        self.client = client
+        super().__init__(clients)
+        self.client = clients.autoposting
         self.catalog = catalog
         self.currency = currency
-        self.normalized = normalized
-        self.drift = drift
 
     async def load_one(self, key: Credential) -> AutopostingBilling:
-        payload = await self.fetch(
-            key,
-            lambda: self.client.get_billing_status(credential=key),
-            account=None,
-            credential=key,
-        )
-
-        def billing() -> AutopostingBilling:
+        def billing(payload: object) -> AutopostingBilling:
             status = normalize.autoposting_status(payload, drift=self.drift)
             plans = normalize.autoposting_plans(self.catalog, status, currency=self.currency)
             return AutopostingBilling(status=status, plans=plans)
 
-        return self.normalized.get("autoposting billing", payload, billing)
+        return await self.read(
+            key,
+            lambda: self.client.get_billing_status(credential=key),
+            billing,
+            account=None,
+            credential=key,
+        )
 
 
 class AutopostingCreditsByCredentialLoader(ConcurrentLoader[Credential, UsageMeter]):
@@ -214,30 +209,17 @@ class AutopostingCreditsByCredentialLoader(ConcurrentLoader[Credential, UsageMet
     resource = "credits"
     usage = True
 
-    def __init__(
-        self,
-        client: AutopostingClient,
-        *,
-        normalized: NormalizedAnswers,
-        drift: DriftRecorder,
-        stale: StaleIfError | None = None,
-    ) -> None:
-        super().__init__(stale=stale)
-        self.client = client
-        self.normalized = normalized
-        self.drift = drift
+    def __init__(self, clients: Clients) -> None:
+        super().__init__(clients)
+        self.client = clients.autoposting
 
     async def load_one(self, key: Credential) -> UsageMeter:
-        payload = await self.fetch(
+        return await self.read(
             key,
             lambda: self.client.get_credit_summary(credential=key),
+            lambda payload: normalize.autoposting_credits_meter(payload, drift=self.drift),
             account=None,
             credential=key,
-        )
-        return self.normalized.get(
-            "autoposting credits",
-            payload,
-            lambda: normalize.autoposting_credits_meter(payload, drift=self.drift),
         )
 
 
@@ -248,32 +230,18 @@ class AutopostingTokensByCredentialLoader(ConcurrentLoader[Credential, UsageMete
     resource = "tokens"
     usage = True
 
-    def __init__(
-        self,
-        client: AutopostingClient,
-        *,
-        period: str,
-        normalized: NormalizedAnswers,
-        drift: DriftRecorder,
-        stale: StaleIfError | None = None,
-    ) -> None:
-        super().__init__(stale=stale)
-        self.client = client
+    def __init__(self, clients: Clients, *, period: str) -> None:
+        super().__init__(clients)
+        self.client = clients.autoposting
         self.period = period
-        self.normalized = normalized
-        self.drift = drift
 
     async def load_one(self, key: Credential) -> UsageMeter:
-        payload = await self.fetch(
+        return await self.read(
             key,
             lambda: self.client.get_token_usage(period=self.period, credential=key),
+            lambda payload: normalize.autoposting_tokens_meter(payload, drift=self.drift),
             account=self.period,  # the meter of this period
             credential=key,
-        )
-        return self.normalized.get(
-            "autoposting tokens",
-            payload,
-            lambda: normalize.autoposting_tokens_meter(payload, drift=self.drift),
         )
 
 
@@ -283,27 +251,17 @@ class AutopostingProfileByCredentialLoader(ConcurrentLoader[Credential, Autopost
     provider = Provider.AUTOPOSTING
     resource = "profile"
 
-    def __init__(
-        self,
-        client: AutopostingClient,
-        *,
-        normalized: NormalizedAnswers,
-        drift: DriftRecorder,
-        stale: StaleIfError | None = None,
-    ) -> None:
-        super().__init__(stale=stale)
-        self.client = client
-        self.normalized = normalized
-        self.drift = drift
+    def __init__(self, clients: Clients) -> None:
+        super().__init__(clients)
+        self.client = clients.autoposting
 
     async def load_one(self, key: Credential) -> AutopostingProfile:
-        payload = await self.fetch(
-            key, lambda: self.client.get_profile(credential=key), account=None, credential=key
-        )
-        return self.normalized.get(
-            "autoposting profile",
-            payload,
-            lambda: normalize.autoposting_profile(payload, drift=self.drift),
+        return await self.read(
+            key,
+            lambda: self.client.get_profile(credential=key),
+            lambda payload: normalize.autoposting_profile(payload, drift=self.drift),
+            account=None,
+            credential=key,
         )
 
 
@@ -321,51 +279,30 @@ class Loaders:
     @cached_property
     def almanac_billing(self) -> AlmanacBillingByOrganizationLoader:
         return AlmanacBillingByOrganizationLoader(
-            self._clients.almanac,
-            currency=self._settings.almanac.currency,
-            normalized=self._clients.normalized,
-            drift=self._clients.drift,
-            stale=self._clients.stale,
+            self._clients, currency=self._settings.almanac.currency
         )
 
     @cached_property
     def autoposting_billing(self) -> AutopostingBillingByCredentialLoader:
         return AutopostingBillingByCredentialLoader(
-            self._clients.autoposting,
+            self._clients,
             catalog=self._settings.autoposting_plans,
             currency=self._settings.autoposting.currency,
-            normalized=self._clients.normalized,
-            drift=self._clients.drift,
-            stale=self._clients.stale,
         )
 
     @cached_property
     def autoposting_credits(self) -> AutopostingCreditsByCredentialLoader:
-        return AutopostingCreditsByCredentialLoader(
-            self._clients.autoposting,
-            normalized=self._clients.normalized,
-            drift=self._clients.drift,
-            stale=self._clients.stale,
-        )
+        return AutopostingCreditsByCredentialLoader(self._clients)
 
     @cached_property
     def autoposting_tokens(self) -> AutopostingTokensByCredentialLoader:
         return AutopostingTokensByCredentialLoader(
-            self._clients.autoposting,
-            period=self._settings.autoposting_tokens_period,
-            normalized=self._clients.normalized,
-            drift=self._clients.drift,
-            stale=self._clients.stale,
+            self._clients, period=self._settings.autoposting_tokens_period
         )
 
     @cached_property
     def autoposting_profiles(self) -> AutopostingProfileByCredentialLoader:
-        return AutopostingProfileByCredentialLoader(
-            self._clients.autoposting,
-            normalized=self._clients.normalized,
-            drift=self._clients.drift,
-            stale=self._clients.stale,
-        )
+        return AutopostingProfileByCredentialLoader(self._clients)
 
     def source(self, provider: Provider) -> AccountSource:
         """The account source of `provider`."""
