@@ -256,7 +256,7 @@ async def test_keys_are_namespaced_and_hold_no_more_than_digests_and_the_outcome
     ttl = await redis_client.pttl(name)
 
     assert sorted(keys) == sorted(k.encode() for k in [name, *live])
-    assert set(held) == {b"fingerprint", b"token", b"lease", b"outcome"}
+    assert set(held) == {b"fingerprint", b"token", b"lease", b"expires", b"outcome"}
     assert 59_000 < ttl <= 60_000
     for counted in live:  # each live set: the SHA-1 of the key's name, scored by its expiry
         [(member, expires)] = await redis_client.zrange(counted, 0, -1, withscores=True)
@@ -446,3 +446,22 @@ def test_with_redis_down_a_checkout_is_a_retryable_error_and_nothing_is_sent_ups
     # Redis back (empty: it keeps nothing on disk): the same replicas recover on their own.
     assert start(replicas[1])["__typename"] == "CheckoutSession"
     assert posts(state) == 2
+
+
+async def test_a_key_in_flight_outlives_an_idempotency_ttl_shorter_than_its_lease(
+    redis_client: Any,
+) -> None:
+    # Expired while its checkout is still in flight, the key would let a retry send a second one.
+    store = make_store(redis_client, ttl=0.2, lease=5, wait_timeout=2)
+    token = await acquire(store)
+    await asyncio.sleep(0.3)
+
+    again = asyncio.ensure_future(store.reserve(SCOPE, "k", "f"))
+    await asyncio.sleep(0.1)
+    assert not again.done()  # it waits for the call in flight instead of acquiring the key
+
+    await store.complete(SCOPE, "k", token, SESSION)
+    assert await again == Replay(SESSION)
+    # Completed past its ttl, the key then expires (after a grace of two polls for its waiters).
+    await asyncio.sleep(0.5)
+    assert isinstance(await store.reserve(SCOPE, "k", "g"), Acquired)

@@ -113,8 +113,10 @@ if not held[1] then
   local expires = now + tonumber(ARGV[3])
   local member = redis.sha1hex(KEYS[1])
   redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'token', ARGV[2],
-             'lease', now + tonumber(ARGV[4]))
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+             'lease', now + tonumber(ARGV[4]), 'expires', expires)
+  -- In flight, the hash outlives its lease even past the ttl, or a retry with the same key would
+  -- find it gone and send a second checkout; `complete` brings its expiry back to `expires`.
+  redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[3]), tonumber(ARGV[4])))
   for i = 2, 4 do
     redis.call('ZADD', KEYS[i], expires, member)
     redis.call('PEXPIRE', KEYS[i], ARGV[3])
@@ -132,10 +134,19 @@ if held[4] then
 end
 return {'pending', '', tostring(tonumber(held[3]) - now)}
 """
+# KEYS: the key's hash. ARGV: token, outcome (JSON), grace ms for a key completed past its ttl.
 _COMPLETE = """
 if redis.call('HGET', KEYS[1], 'token') == ARGV[1]
    and redis.call('HEXISTS', KEYS[1], 'outcome') == 0 then
   redis.call('HSET', KEYS[1], 'outcome', ARGV[2])
+  local expires = tonumber(redis.call('HGET', KEYS[1], 'expires') or '0')
+  if expires > 0 then
+    -- Completed past its ttl, the outcome is still kept ARGV[3] ms, for callers polling the key.
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    if now >= expires then expires = now + tonumber(ARGV[3]) end
+    redis.call('PEXPIREAT', KEYS[1], expires)
+  end
   return 1
 end
 return 0
@@ -308,7 +319,9 @@ class RedisIdempotencyStore:
 
     async def complete(self, scope: Scope, key: str, token: str, outcome: Outcome) -> None:
         try:
-            await self._complete(keys=[self.redis_key(scope, key)], args=[token, _encode(outcome)])
+            await self._complete(
+                keys=[self.redis_key(scope, key)], args=[token, _encode(outcome), _ms(2 * POLL_MAX)]
+            )
         except RedisError as exc:
             logger.warning("idempotency outcome not recorded (%s)", type(exc).__name__)
 
