@@ -100,7 +100,7 @@ class Clients:
             "cache": cache,
             "cache_policy": policy,
             # One store for both clients: its keys name the provider.
-            "rate_limits": rate_limits or MemoryRateLimits(),
+            "rate_limits": rate_limits if rate_limits is not None else MemoryRateLimits(),
         }
         if stale_store is None and settings.stale_if_error_seconds > 0:
             stale_store = MemoryStaleStore(max_bytes=settings.stale_max_bytes)

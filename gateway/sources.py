@@ -93,8 +93,7 @@ class AlmanacAccounts:
         self.billing = billing
 
     async def _load(self, ref: AccountRef) -> AlmanacBilling:
-        assert ref.account_id is not None
-        return await self.billing.get(AlmanacKey(ref.account_id, ref.credential))
+        return await self.billing.get(self._key(ref))
 
     async def ensure(self, ref: AccountRef, needs: Need = Need.NONE) -> None:
         await self._load(ref)

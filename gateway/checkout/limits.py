@@ -25,14 +25,6 @@ from gateway.settings import (
 
 # The rate limiter forgets callers whose bucket is full again once it holds more than this many.
 RATE_SWEEP_AT = 1024
-# Ends the message of every remembered failure whose outcome is unknown (what is remembered, above).
-UNKNOWN_OUTCOME = (
-    " The checkout may have been created, so this idempotency key gives this answer until it "
-    "expires: retry with a new idempotency key after checking the account's billing for it."
-)
-
-# The rate limiter forgets callers whose bucket is full again once it holds more than this many.
-RATE_SWEEP_AT = 1024
 
 
 @dataclass(frozen=True, slots=True)

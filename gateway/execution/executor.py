@@ -182,9 +182,7 @@ class PlannedExecutor(StrawberryGraphQLCoreExecutionContext):
             if kind is BASIC:
                 result = step.resolve(source, None)
             else:
-                info = self.build_resolve_info(
-                    step.field_def, list(step.nodes), step.parent_type, path
-                )
+                info = self.build_resolve_info(step.field_def, step.nodes, step.parent_type, path)
                 if step.has_args:
                     args = get_argument_values(
                         step.field_def, step.node, self.variable_values, None, self.hide_suggestions
@@ -237,7 +235,7 @@ class PlannedExecutor(StrawberryGraphQLCoreExecutionContext):
         resolver takes none still gives it to type resolution and to graphql-core)."""
         if info is not None:
             return info
-        return self.build_resolve_info(step.field_def, list(step.nodes), step.parent_type, path)
+        return self.build_resolve_info(step.field_def, step.nodes, step.parent_type, path)
 
     def complete_planned(
         self,

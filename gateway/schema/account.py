@@ -23,6 +23,7 @@ from gateway.schema.common import (
     account_scoped_id,
     account_source,
     json_value,
+    money,
     raw_json,
 )
 from gateway.schema.enums import (
@@ -91,7 +92,6 @@ class Plan:
     @classmethod
     def of(cls, model: models.Plan, ref: AccountRef) -> Plan:
         """The GraphQL plan of `model`, for the account of `ref`."""
-        price = model.price
         interval = model.interval
         return cls(
             model=model,
@@ -99,7 +99,7 @@ class Plan:
             provider=from_domain(ProviderEnum, model.provider),
             plan_id=strawberry.ID(model.plan_id),
             name=model.name,
-            price=Money(amount=price.amount, currency=price.currency) if price else None,
+            price=money(model.price),
             interval=from_domain(IntervalEnum, interval) if interval else None,
             interval_raw=model.interval_raw,
             group=model.group,

@@ -421,15 +421,8 @@ class UpstreamClient:
         upstream_code = self.error_code(body)
         error_class, message = status_error(status, upstream_code)
         retry_after = rate_limit_wait(response.headers) if status == 429 else None
-        logger.warning(
-            "%s %s %s answered %d%s",
-            self.provider.value,
-            method,
-            path,
-            status,
-            f" ({upstream_code})" if upstream_code else "",
-        )
         code = f" ({upstream_code})" if upstream_code else ""
+        logger.warning("%s %s %s answered %d%s", self.provider.value, method, path, status, code)
         raise error_class(
             message.format(name=self.provider.label, status=status, code=code)
             + (NOT_RETRIED if method == "POST" else ""),

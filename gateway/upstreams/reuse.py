@@ -214,7 +214,8 @@ class SharedAnswers:
         self.coalescer = Coalescer() if coalesce else None
         self.observer: ReuseObserver = NoObserver()
         self._health = StoreHealth(
-            provider, "response cache", {"get": "lookups are misses", "set": "answers are not kept"}
+            f"{provider} response cache",
+            {"get": "lookups are misses", "set": "answers are not kept"},
         )
 
     @property

@@ -40,6 +40,7 @@ from gateway.errors import (
 from gateway.upstreams.redis_keys import DEFAULT_TIMEOUT, RedisKeyspace
 from gateway.upstreams.resilience import Clock
 from gateway.upstreams.reuse import CacheUnavailable, credential_digest
+from gateway.upstreams.store_health import StoreHealth
 
 logger = logging.getLogger("gateway.upstream.stale")
 
@@ -196,8 +197,10 @@ class StaleIfError:
         self.usage = usage
         self._clock = clock
         self.observer: StaleObserver | None = None
-        # Store operations ("get", "set") whose last attempt failed: warned once, until one answers.
-        self._failing: set[str] = set()
+        self._health = StoreHealth(
+            "stale answer store",
+            {"get": "failures are not answered from it", "set": "answers not kept"},
+        )
 
     @property
     def enabled(self) -> bool:
@@ -242,31 +245,17 @@ class StaleIfError:
         try:
             await self.store.set(key, Kept(served.value, served.fetched_at), self.seconds)
         except CacheUnavailable as exc:
-            self._failed("set", exc)
+            self._health.failed("set", exc)
             return
-        self._answered("set")
+        self._health.answered("set")
 
     async def _kept(self, store: StaleStore, key: str) -> Kept | None:
         try:
             kept = await store.get(key)
         except CacheUnavailable as exc:
-            self._failed("get", exc)
+            self._health.failed("get", exc)
             return None
-        self._answered("get")
+        self._health.answered("get")
         if kept is None or self._clock() - kept.fetched_at > self.seconds:
             return None
         return kept
-
-    def _failed(self, operation: str, exc: CacheUnavailable) -> None:
-        if operation not in self._failing:
-            self._failing.add(operation)
-            logger.warning(
-                "stale answer store unavailable (%s): %s",
-                exc,
-                "failures are not answered from it" if operation == "get" else "answers not kept",
-            )
-
-    def _answered(self, operation: str) -> None:
-        if operation in self._failing:
-            self._failing.discard(operation)
-            logger.info("stale answer store answers %s again", operation)

@@ -14,12 +14,11 @@ logger = logging.getLogger("gateway.upstream")
 
 
 class StoreHealth:
-    """The failing operations of one provider's store; `consequences` says, per operation, what a
-    failure means for requests (for the warning)."""
+    """The failing operations of the store `name` (e.g. "almanac response cache");
+    `consequences` says, per operation, what a failure means for requests (for the warning)."""
 
-    def __init__(self, provider: str, store: str, consequences: Mapping[str, str]) -> None:
-        self.provider = provider
-        self.store = store
+    def __init__(self, name: str, consequences: Mapping[str, str]) -> None:
+        self.name = name
         self.consequences = consequences
         self._failing: set[str] = set()
 
@@ -27,16 +26,10 @@ class StoreHealth:
         """`operation` failed: warned the first time since it last answered."""
         if operation not in self._failing:
             self._failing.add(operation)
-            logger.warning(
-                "%s %s unavailable (%s): %s",
-                self.provider,
-                self.store,
-                exc,
-                self.consequences[operation],
-            )
+            logger.warning("%s unavailable (%s): %s", self.name, exc, self.consequences[operation])
 
     def answered(self, operation: str) -> None:
         """`operation` answered: noted once, if it had been failing."""
         if operation in self._failing:
             self._failing.discard(operation)
-            logger.info("%s %s answers %s again", self.provider, self.store, operation)
+            logger.info("%s answers %s again", self.name, operation)

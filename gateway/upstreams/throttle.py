@@ -175,7 +175,7 @@ class RedisRateLimits(RedisKeyspace):
             px = max(1, math.ceil(seconds * 1000))
             await self.command("SET", self._client.set(self.redis_key(key), b"1", px=px))
         else:
-            await self.command("SET", self._client.delete(self.redis_key(key)))
+            await self.command("DEL", self._client.delete(self.redis_key(key)))
 
 
 class CredentialThrottle:
@@ -186,8 +186,7 @@ class CredentialThrottle:
         self.provider = provider
         self.rate_limits = rate_limits
         self._health = StoreHealth(
-            provider,
-            "rate limit store",
+            f"{provider} rate limit store",
             {"get": "throttled credentials are sent", "set": "429s are not kept"},
         )
 
