@@ -9,8 +9,6 @@ from contextlib import asynccontextmanager
 from typing import TypedDict
 
 import httpx
-
-# Strawberry's HTTP refusals; cross-web is the Strawberry dependency that defines them.
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as RoutingError

@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 from gateway.credentials import Credential
 from gateway.environment import DEFAULT_AUTOPOSTING_PLANS as DEFAULT_AUTOPOSTING_PLANS
-from gateway.environment import DEFAULT_CURRENCY as DEFAULT_CURRENCY
 from gateway.environment import ConfigurationError as ConfigurationError
 from gateway.environment import (
     Environment,

@@ -129,12 +129,14 @@ class GraphQLGuard:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        send = negotiated(send, preferred_media_type(request.headers.get("accept")))
-        refusal = self.refusal(request)
+        media_type = preferred_media_type(request.headers.get("accept"))
+        ide_page = self.is_ide_page(request)
+        send = negotiated(send, media_type)
+        refusal = self.refusal(request, ide_page=ide_page, media_type=media_type)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        if not self.is_ide_page(request):
+        if not ide_page:
             # Accepted by the key check (or no key is configured): telemetry may now give this
             # request's operation name a label of its own.
             scope.setdefault("state", {})["authenticated"] = True
@@ -150,8 +152,11 @@ class GraphQLGuard:
             return
         await self.app(scope, replay_body(body, receive), send)
 
-    def refusal(self, request: Request) -> Response | None:
-        """The response refusing `request` on its method and headers, or None to go on."""
+    def refusal(
+        self, request: Request, *, ide_page: bool, media_type: str | None
+    ) -> Response | None:
+        """The response refusing `request` on its method and headers, or None to go on;
+        `ide_page` says whether it asks for GraphiQL, `media_type` what its Accept prefers."""
         if request.method not in ALLOWED_METHODS:
             return error_response(
                 405,
@@ -159,7 +164,7 @@ class GraphQLGuard:
                 ErrorCode.INVALID_QUERY,
                 headers={"Allow": ", ".join(ALLOWED_METHODS)},
             )
-        if self.is_ide_page(request):
+        if ide_page:
             if self.graphiql:
                 return None
             return error_response(
@@ -172,7 +177,7 @@ class GraphQLGuard:
             request.state.gateway_key = key
         elif self.api_keys:
             return unauthenticated(authorization)
-        if preferred_media_type(request.headers.get("accept")) is None:
+        if media_type is None:
             return error_response(
                 406,
                 f"The GraphQL endpoint answers {GRAPHQL_RESPONSE_MEDIA_TYPE} or {JSON_MEDIA_TYPE}: "
