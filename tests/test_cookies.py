@@ -1,8 +1,8 @@
 """No upstream cookie is kept at any layer, so none set for one caller reaches another's request.
 
 The sandboxes set a cookie on every answer, as a CDN in front of a real API may. They are reached
-as `localhost`: aiohttp keeps no cookie for an IP address, so over 127.0.0.1 a cookie jar would go
-unseen. (conftest's `no_upstream_request_carries_a_cookie` checks every other test too.)
+as `localhost`: some jars (aiohttp's, once used here) keep no cookie for an IP address, so over
+127.0.0.1 a jar could go unseen. (conftest's `no_upstream_request_carries_a_cookie` checks every other test too.)
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ async def test_no_upstream_request_carries_a_cookie_whichever_caller_came_before
         GATEWAY_AUTOPOSTING_URL=sandbox.autoposting_url,
         GATEWAY_COALESCE="false",
     )
-    # The app's own transports: aiohttp's pool over loopback, as in production.
+    # The app's own transports: their pool over loopback, as in production.
     async with serve(settings, {}) as client:
         for round_ in range(2):
             for headers in CALLERS:

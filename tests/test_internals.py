@@ -1,12 +1,12 @@
 """The library internals the gateway leans on, each checked where an upgrade would move it.
 
-pyproject.toml caps strawberry-graphql and aiohttp below their next minor version; before raising
+pyproject.toml caps strawberry-graphql below its next minor version; before raising
 a cap, these tests say whether what the code relies on is still there.
 """
 
 from __future__ import annotations
 
-import aiohttp
+import httptools
 import strawberry
 from graphql import GraphQLSchema, parse
 from strawberry.extensions import ParserCache
@@ -49,7 +49,16 @@ def test_the_execution_context_carries_parse_options_and_graphql_document() -> N
     assert issubclass(ParserCache, object)
 
 
-async def test_an_aiohttp_session_has_a_retry_connection_switch() -> None:
-    # gateway/upstreams/transport.py turns it off: aiohttp would resend a dropped GET unseen.
-    async with aiohttp.ClientSession() as session:
-        assert isinstance(session._retry_connection, bool)
+def test_httptools_tells_keep_alive_at_the_head_and_forgets_it_once_the_answer_is_complete() -> None:
+    # gateway/upstreams/transport.py asks at on_headers_complete, where the answer is right.
+    seen: list[bool] = []
+
+    class Answer:
+        def on_headers_complete(self) -> None:
+            seen.append(parser.should_keep_alive())
+
+    parser = httptools.HttpResponseParser(Answer())
+    parser.feed_data(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+
+    assert seen == [True]
+    assert parser.should_keep_alive() is False
