@@ -25,6 +25,7 @@ from gateway.schema.errors import (
     ProviderError,
     to_graphql_error,
 )
+from gateway.schema.inputs import leaf_input
 from gateway.schema.selection import selection_needs
 
 BillingAccountResult = Annotated[
@@ -65,6 +66,7 @@ ACCOUNT_ID_ARGUMENT = (
 )
 
 
+@leaf_input
 @strawberry.input(description="One account to read.")
 class AccountInput:
     provider: ProviderEnum = strawberry.field(description=PROVIDER_ARGUMENT)
@@ -73,6 +75,7 @@ class AccountInput:
     )
 
 
+@leaf_input
 @strawberry.input(description="What to buy, for which account, and where to return afterwards.")
 class StartCheckoutInput:
     provider: ProviderEnum = strawberry.field(description=PROVIDER_ARGUMENT)
@@ -119,6 +122,7 @@ async def _billing_account(
         return await BillingAccount.of(ref, source)
 
 
+@leaf_input
 @strawberry.input(description="The plan change to price.")
 class CheckoutPreviewInput:
     provider: ProviderEnum = strawberry.field(
