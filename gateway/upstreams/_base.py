@@ -46,6 +46,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from json import dumps as json_dumps
 from typing import ClassVar, NoReturn
 
 import httpx
@@ -93,6 +94,9 @@ DEFAULT_HEADERS: Mapping[str, str] = {"user-agent": USER_AGENT, "accept": "appli
 # Connections per provider: a request fans out to tens of GETs at once, and concurrent requests
 # multiply them; kept alive for reuse (`transport.upstream_transport`).
 DEFAULT_MAX_CONNECTIONS = 100
+# URLs kept parsed per client (`_url`): paths carry account ids, so callers choose them; at the
+# bound the table starts again.
+URL_CACHE_SIZE = 1024
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -138,6 +142,7 @@ class UpstreamClient:
             settings.read_timeout, connect=settings.connect_timeout
         ).as_dict()
         self._base_url = str(httpx.URL(settings.base_url)).rstrip("/")
+        self._urls: dict[str | tuple[str, tuple[tuple[str, str], ...]], httpx.URL] = {}
         # Requests are built here and handed to the transport (the object OpenTelemetry's
         # instrumentation wraps), not sent by `AsyncClient.request` or `.send`: their URL merge,
         # header and cookie merges, auth and redirect flows and cookie extraction cost more than
@@ -355,11 +360,18 @@ class UpstreamClient:
             headers["x-request-id"] = request_id
         timeout = self._timeout if time_limit is None else httpx.Timeout(time_limit).as_dict()
         try:
+            content = None
+            if json is not None:
+                # httpx's own encoding (a NaN or a lone surrogate refused), with its URL parsed
+                # once (`_url`) instead of on every request.
+                content = json_dumps(
+                    json, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+                ).encode()
+                headers["content-type"] = "application/json"
             request = httpx.Request(
                 method,
-                self._base_url + path,
-                params=params,
-                json=json,
+                self._url(path, params),
+                content=content,
                 headers={**DEFAULT_HEADERS, **headers},
                 extensions={"timeout": timeout},
             )
@@ -403,6 +415,19 @@ class UpstreamClient:
             elapsed * 1000,
         )
         return response
+
+    def _url(self, path: str, params: Mapping[str, str] | None) -> httpx.URL:
+        """The URL of `path` with `params`, parsed once: parsing one costs about 20 µs."""
+        key = (path, tuple(params.items())) if params else path
+        url = self._urls.get(key)
+        if url is None:
+            url = httpx.URL(self._base_url + path)
+            if params:
+                url = url.copy_merge_params(params)
+            if len(self._urls) >= URL_CACHE_SIZE:
+                self._urls.clear()
+            self._urls[key] = url
+        return url
 
     def auth_headers(self, credential: Credential) -> dict[str, str]:
         """The headers that present `credential` to the provider."""
