@@ -57,6 +57,8 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # only: Python and browsers map Unicode host names differently, and the host judged must be the
 # host a browser goes to.
 _HOST_LABEL = re.compile(r"[a-z0-9_-]+")
+# What a browser reads differently from Python's URL parser: "\\" (as "/") and any whitespace.
+_BACKSLASH_OR_SPACE = re.compile(r"[\\\s]")
 # Failures of the POST that prove no checkout was made: it was never sent (input the request
 # could not carry, no usable credential, an open circuit), or the provider refused it (4xx). Any
 # other failure once the POST is under way leaves the outcome unknown.
@@ -123,9 +125,7 @@ def _redirect_host(url: str, field: str, configured: str) -> str:
     not_http = InvalidInput(f"{field}{configured} must be an absolute http(s) URL.", field=field)
     # Browsers read "\" as "/" and drop tabs and newlines, where Python's parser does not: a URL
     # holding any could be judged by one host here and open another in the browser.
-    if len(url) > MAX_URL_LENGTH or any(
-        c == "\\" or c.isspace() or not c.isprintable() for c in url
-    ):
+    if len(url) > MAX_URL_LENGTH or not url.isprintable() or _BACKSLASH_OR_SPACE.search(url):
         raise not_http
     try:
         parts = urlsplit(url)

@@ -38,6 +38,7 @@ AUTOPOSTING = Provider.AUTOPOSTING
 # 1e11 s is the year 5138 and 1e11 ms is March 1973: no real reset time is ambiguous.
 _MILLISECONDS_ABOVE = 1e11
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SPACE = re.compile(r"\s")  # what str.isspace() calls whitespace
 
 _INTERVAL_ALIASES: dict[Interval, tuple[str, ...]] = {
     Interval.DAY: ("day", "daily"),
@@ -166,7 +167,7 @@ def as_float(value: int | float | None) -> float | None:
 
 
 def _is_http_url(url: str) -> bool:
-    if not url.isprintable() or any(char.isspace() for char in url):
+    if not url.isprintable() or _SPACE.search(url):
         return False
     try:
         parts = urlsplit(url)
