@@ -2,7 +2,8 @@
 
 The sandboxes set a cookie on every answer, as a CDN in front of a real API may. They are reached
 as `localhost`: some jars (aiohttp's, once used here) keep no cookie for an IP address, so over
-127.0.0.1 a jar could go unseen. (conftest's `no_upstream_request_carries_a_cookie` checks every other test too.)
+127.0.0.1 a jar could go unseen. (conftest's `no_upstream_request_carries_a_cookie` checks every
+other test too.)
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def test_the_execution_context_carries_parse_options_and_graphql_document() -> N
     assert issubclass(ParserCache, object)
 
 
-def test_httptools_tells_keep_alive_at_the_head_and_forgets_it_once_the_answer_is_complete() -> None:
+def test_httptools_tells_keep_alive_at_the_head_and_forgets_it_once_the_answer_is_whole() -> None:
     # gateway/upstreams/transport.py asks at on_headers_complete, where the answer is right.
     seen: list[bool] = []
 
