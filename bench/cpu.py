@@ -184,7 +184,7 @@ PARTS = (
                                                      "prometheus_client/", "uuid.py",
                                                      "bench/cpu.py", "gateway/jsonfast.py")),
     ("resolvers, loaders, normalization, upstream client", ("gateway/", "httpx/", "aiodataloader",
-                                                            "yarl/", "idna/", "urllib/",
+                                                            "httptools/", "idna/", "urllib/",
                                                             "email/", "_weakrefset.py", "enum.py")),
     ("event loop", ("asyncio/", "uvloop/")),
 )  # fmt: skip

@@ -7,7 +7,7 @@ Prints p50/p99 latency and upstream calls per query. A correctness check of conc
 five-organization query should take about one upstream latency, not five); not a load test.
 `--concurrency N` sends from N connections at once (all for the same accounts and credentials, so
 `--coalesce` shares their upstream GETs); `--transport httpx` puts httpx's own transport under the
-clients instead of the default (aiohttp), to compare the two.
+clients instead of the default (the gateway's own pool), to compare the two.
 
     .venv/bin/python bench/fanout.py --latency 0.02 --requests 200
     .venv/bin/python bench/fanout.py --concurrency 32 --transport httpx
@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.02, help="seconds added per call")
     parser.add_argument("--requests", type=int, default=200, help="requests per query")
     parser.add_argument("--concurrency", type=int, default=1, help="connections sending at once")
-    parser.add_argument("--transport", choices=("aiohttp", "httpx"), default="aiohttp")
+    parser.add_argument("--transport", choices=("gateway", "httpx"), default="gateway")
     parser.add_argument("--coalesce", action="store_true", help="share identical upstream GETs")
     args = parser.parse_args()
     os.environ.setdefault("GATEWAY_LOG_LEVEL", "WARNING")

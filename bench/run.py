@@ -653,7 +653,6 @@ def versions() -> dict[str, str]:
         "starlette",
         "uvicorn",
         "httpx",
-        "aiohttp",
         "uvloop",
         "httptools",
         "orjson",
