@@ -531,6 +531,24 @@ def targets(workers: int, baseline: Path | None = None) -> dict[str, Target]:
             GATEWAY_HEADERS,
             scenarios=("one-org-32", "five-orgs-32"),
         ),
+        # Coalescing without starting the next GET ahead (GATEWAY_COALESCE_AHEAD=0): callers
+        # that share a GET wait for it, and come back, in step.
+        f"python-{workers}-noahead": Target(
+            f"python-{workers}-noahead",
+            f"this gateway, {workers} workers, no GET ahead",
+            python_gateway(workers, GATEWAY_COALESCE_AHEAD="0"),
+            lambda: GATEWAY_OPERATIONS,
+            GATEWAY_HEADERS,
+            scenarios=("one-org-32", "five-orgs-32", "one-org-32-0ms", "five-orgs-32-0ms"),
+        ),
+        "python-1-noahead": Target(
+            "python-1-noahead",
+            "this gateway, 1 worker, no GET ahead",
+            python_gateway(1, GATEWAY_COALESCE_AHEAD="0"),
+            lambda: GATEWAY_OPERATIONS,
+            GATEWAY_HEADERS,
+            scenarios=("one-org-32", "five-orgs-32", "one-org-32-0ms", "five-orgs-32-0ms"),
+        ),
     }
 
 
@@ -695,7 +713,8 @@ def main() -> None:
     parser.add_argument(
         "--targets",
         help="comma-separated subset of python-1,python-N,hive-1,hive-N,python-N-nocoalesce,"
-        "python-1-noplans,python-N-noplans (and baseline-1,baseline-N with --baseline)",
+        "python-1-noahead,python-N-noahead,python-1-noplans,python-N-noplans (and baseline-1,"
+        "baseline-N with --baseline)",
     )
     parser.add_argument(
         "--scenarios", help="comma-separated subset of " + ",".join(s.name for s in SCENARIOS)

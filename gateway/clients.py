@@ -97,6 +97,7 @@ class Clients:
         common: dict[str, Any] = {
             "max_connections": settings.upstream_max_connections,
             "coalesce": settings.coalesce,
+            "coalesce_ahead": settings.coalesce_ahead,
             "cache": cache,
             "cache_policy": policy,
             # One store for both clients: its keys name the provider.

@@ -56,6 +56,12 @@ class Environment:
     def integer(self, name: str, default: int) -> int:
         return self._cast(name, int, default, "a whole number")
 
+    def non_negative_integer(self, name: str, default: int) -> int:
+        value = self.integer(name, default)
+        if value < 0:
+            raise ConfigurationError(f"{name} must be a whole number of zero or more")
+        return value
+
     def positive_integer(self, name: str, default: int) -> int:
         value = self.integer(name, default)
         if value < 1:

@@ -78,6 +78,9 @@ DEFAULT_KEEP_ALIVE_SECONDS = 5
 # credentials), and a cache (off by default).
 DEFAULT_UPSTREAM_MAX_CONNECTIONS = 100
 DEFAULT_COALESCE = True
+# A GET shared by this many callers starts the next one of its key as it ends (0: never): callers
+# then stop waiting in step for one call together (gateway/upstreams/reuse.py, BENCHMARKS.md).
+DEFAULT_COALESCE_AHEAD = 4
 DEFAULT_CACHE_SECONDS = 0.0
 DEFAULT_CACHE_USAGE_SECONDS = 0.0
 DEFAULT_CACHE_MAX_ENTRIES = 10_000
@@ -177,6 +180,7 @@ class Settings:
     # `redis_url`, else in an LRU this large.
     upstream_max_connections: int = DEFAULT_UPSTREAM_MAX_CONNECTIONS
     coalesce: bool = DEFAULT_COALESCE
+    coalesce_ahead: int = DEFAULT_COALESCE_AHEAD
     cache_seconds: float = DEFAULT_CACHE_SECONDS
     cache_usage_seconds: float = DEFAULT_CACHE_USAGE_SECONDS
     cache_max_entries: int = DEFAULT_CACHE_MAX_ENTRIES
@@ -320,6 +324,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             "GATEWAY_UPSTREAM_MAX_CONNECTIONS", DEFAULT_UPSTREAM_MAX_CONNECTIONS
         ),
         coalesce=env.flag("GATEWAY_COALESCE", default=DEFAULT_COALESCE),
+        coalesce_ahead=env.non_negative_integer("GATEWAY_COALESCE_AHEAD", DEFAULT_COALESCE_AHEAD),
         cache_seconds=env.non_negative("GATEWAY_CACHE_SECONDS", DEFAULT_CACHE_SECONDS),
         cache_usage_seconds=env.non_negative(
             "GATEWAY_CACHE_USAGE_SECONDS", DEFAULT_CACHE_USAGE_SECONDS

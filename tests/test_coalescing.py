@@ -26,8 +26,10 @@ from gateway.sandbox import (
     SandboxState,
 )
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.request_id import REQUEST_ID
 from gateway.upstreams import AlmanacClient, AutopostingClient
 from gateway.upstreams.reuse import (
+    AHEAD_MIN_SECONDS,
     CachePolicy,
     Coalescer,
     MemoryResponseCache,
@@ -68,7 +70,11 @@ def slow(state: SandboxState, seconds: float = 0.05) -> None:
 
 @pytest.fixture
 async def gateway(state: SandboxState) -> AsyncIterator[Gateway]:
-    gw = Gateway(settings=make_settings(GATEWAY_COALESCE="true"), state=state)
+    # Counts of GETs made for concurrent requests: none started ahead for later ones (tested on
+    # its own below).
+    gw = Gateway(
+        settings=make_settings(GATEWAY_COALESCE="true", GATEWAY_COALESCE_AHEAD="0"), state=state
+    )
     yield gw
     await gw.aclose()
 
@@ -491,3 +497,139 @@ def test_normalized_answers_are_kept_by_identity_and_bounded() -> None:
     assert answers.get("other kind", first, lambda: make(first)) is not one
     assert len(answers) == 2
     assert made == [first, equal, first]
+
+
+# The next call started ahead (GATEWAY_COALESCE_AHEAD)
+
+
+class GatedCalls:
+    """A call that waits for its gate to open, and counts how many were made and with which
+    request id."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.made = 0
+        self.request_ids: list[str | None] = []
+        self.gates: list[asyncio.Event] = []
+        self.fail = fail
+
+    async def __call__(self) -> object:
+        self.made += 1
+        number = self.made
+        self.request_ids.append(REQUEST_ID.get())
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        await gate.wait()
+        if self.fail:
+            raise UpstreamUnavailable("down", provider=Provider.ALMANAC)
+        return number
+
+    def open(self) -> None:
+        """Let the latest call end."""
+        self.gates[-1].set()
+
+
+async def callers(
+    coalescer: Coalescer, calls: GatedCalls, count: int
+) -> list[asyncio.Task[object]]:
+    tasks = [asyncio.create_task(coalescer.run("k", calls)) for _ in range(count)]
+    await settle()
+    return tasks
+
+
+async def test_a_call_shared_by_enough_callers_starts_the_next_one_as_it_ends() -> None:
+    coalescer = Coalescer(ahead=3)
+    calls = GatedCalls()
+    token = REQUEST_ID.set("req-first")
+    try:
+        first = await callers(coalescer, calls, 3)
+    finally:
+        REQUEST_ID.reset(token)
+    await asyncio.sleep(AHEAD_MIN_SECONDS)
+    calls.open()
+    assert await asyncio.gather(*first) == [1, 1, 1]
+    await settle()
+
+    # The next call is on its way before anyone asks: a caller now joins it.
+    assert calls.made == 2
+    later = await callers(coalescer, calls, 1)
+    calls.open()
+    assert await asyncio.gather(*later) == [2]
+    # It ran for no request: no request id of the callers that came before.
+    assert calls.request_ids == ["req-first", None]
+
+
+async def test_a_call_with_few_callers_no_ahead_or_a_quick_answer_starts_none() -> None:
+    for ahead, count, took in ((3, 2, AHEAD_MIN_SECONDS), (0, 10, AHEAD_MIN_SECONDS), (3, 5, 0)):
+        coalescer = Coalescer(ahead=ahead)
+        calls = GatedCalls()
+        tasks = await callers(coalescer, calls, count)
+        await asyncio.sleep(took)
+        calls.open()
+        await asyncio.gather(*tasks)
+        await settle()
+
+        assert calls.made == 1, (ahead, count, took)
+
+
+async def test_a_failed_call_starts_none_ahead() -> None:
+    coalescer = Coalescer(ahead=2)
+    calls = GatedCalls(fail=True)
+    tasks = await callers(coalescer, calls, 4)
+    calls.open()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    await settle()
+
+    assert all(isinstance(result, UpstreamUnavailable) for result in results)
+    assert calls.made == 1
+
+
+async def test_a_call_started_ahead_that_nobody_joins_ends_the_chain() -> None:
+    coalescer = Coalescer(ahead=2)
+    calls = GatedCalls()
+    tasks = await callers(coalescer, calls, 5)
+    await asyncio.sleep(AHEAD_MIN_SECONDS)
+    calls.open()
+    await asyncio.gather(*tasks)
+    await settle()
+    calls.open()  # the call started ahead ends with no caller
+    await settle()
+
+    assert calls.made == 2
+    # The key is free again: the next caller starts a call of its own.
+    again = await callers(coalescer, calls, 1)
+    calls.open()
+    assert await asyncio.gather(*again) == [3]
+
+
+async def test_a_call_started_ahead_is_cancelled_when_its_only_caller_is() -> None:
+    coalescer = Coalescer(ahead=2)
+    calls = GatedCalls()
+    tasks = await callers(coalescer, calls, 2)
+    await asyncio.sleep(AHEAD_MIN_SECONDS)
+    calls.open()
+    await asyncio.gather(*tasks)
+    await settle()
+    [waiting] = await callers(coalescer, calls, 1)
+    waiting.cancel()
+    await settle()
+
+    assert calls.made == 2
+    assert len(coalescer._calls) == 0
+
+
+async def test_the_app_starts_the_next_get_ahead_for_the_requests_that_follow(
+    state: SandboxState,
+) -> None:
+    gateway = Gateway(settings=make_settings(GATEWAY_COALESCE_AHEAD="4"), state=state)
+    slow(state)
+    try:
+        first = await asyncio.gather(*(gateway.execute(ALMANAC) for _ in range(4)))
+        # As the shared GET ended, the next one started: a request now joins it.
+        assert state.count("almanac", "GET", BILLING) == 2
+        later = await gateway.execute(ALMANAC)
+        await asyncio.sleep(0.1)  # the GET started ahead by the last one, which it had alone, ended
+    finally:
+        await gateway.aclose()
+
+    assert all(r["billingAccount"]["manage"]["allowed"] is True for r in [*first, later])
+    assert state.count("almanac", "GET", BILLING) == 2

@@ -609,10 +609,11 @@ async def test_an_answer_shared_by_concurrent_requests_is_normalized_and_counted
 ) -> None:
     body = await real_answer(ALMANAC_ACCOUNT)
     body["manage"]["reason"] = "banana"
-    # Slow enough that the requests overlap and share one upstream GET (coalescing).
+    # Slow enough that the requests overlap and share one upstream GET (coalescing), and none
+    # started ahead for later requests.
     state.add_fault("almanac", Fault(delay=0.3, status=200, body=body), path=ALMANAC_BILLING)
 
-    async with client_of(state) as client:
+    async with client_of(state, GATEWAY_COALESCE_AHEAD="0") as client:
         responses = await asyncio.gather(*(run(client, ALMANAC_ACCOUNT) for _ in range(5)))
         samples = await drift_samples(client)
 

@@ -168,6 +168,9 @@ READ_TABLE = [
         3,
         id="max-accounts",
     ),
+    pytest.param(
+        {"GATEWAY_COALESCE_AHEAD": "0"}, lambda s: s.coalesce_ahead, 0, id="coalesce-ahead-off"
+    ),
     pytest.param({"GATEWAY_GRAPHIQL": "false"}, lambda s: s.graphiql, False, id="graphiql-false"),
     pytest.param({"GATEWAY_GRAPHIQL": "0"}, lambda s: s.graphiql, False, id="graphiql-zero"),
     pytest.param({"GATEWAY_GRAPHIQL": "True"}, lambda s: s.graphiql, True, id="graphiql-true"),
@@ -248,6 +251,7 @@ BAD_VALUES = [
         id="max-accounts-not-an-integer",
     ),
     pytest.param("GATEWAY_GRAPHIQL", "maybe", id="graphiql-not-a-bool"),
+    pytest.param("GATEWAY_COALESCE_AHEAD", "-1", id="coalesce-ahead-negative"),
 ]
 
 

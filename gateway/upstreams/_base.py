@@ -115,6 +115,7 @@ class UpstreamClient:
         clock: Clock = time.monotonic,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         coalesce: bool = True,
+        coalesce_ahead: int = 0,
         cache: ResponseCache | None = None,
         cache_policy: CachePolicy | None = None,
         rate_limits: RateLimits | None = None,
@@ -158,6 +159,7 @@ class UpstreamClient:
             cache=cache,
             policy=cache_policy or CachePolicy(),
             coalesce=coalesce,
+            coalesce_ahead=coalesce_ahead,
             cached={e.template: e.cache for e in self.endpoints if e.cache is not None},
         )
         self.throttle = CredentialThrottle(
