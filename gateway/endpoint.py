@@ -37,6 +37,7 @@ from gateway.http.persisted import PersistedOperations, PersistedQueryError
 from gateway.keys import FULL_SCOPE, NO_SCOPE, GatewayKey
 from gateway.schema import build_schema
 from gateway.settings import Settings
+from gateway.telemetry.observability import ANSWERED, Answered
 
 # Arrays and objects nested deeper than this in a request's JSON (a POST body, GET's `variables`
 # and `extensions`) are refused while decoding: no operation needs more than a few levels, and
@@ -197,6 +198,8 @@ class GatewayGraphQL(GraphQL[Context, None]):
         if accept == GRAPHQL_RESPONSE_MEDIA_TYPE and not _executed(result):
             response_data.pop("data", None)
         payload = jsonfast.dumps(response_data)
+        if "state" in scope:  # for the access line and metrics: nothing to parse again
+            scope["state"][ANSWERED] = Answered(data, response_data)
         await send(
             {
                 "type": "http.response.start",

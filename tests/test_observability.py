@@ -134,6 +134,48 @@ async def test_one_access_line_per_request_says_what_happened(
     assert "request_id=r-1" in TextFormatter().format(record)
 
 
+ACCESS_CASES = [
+    {"query": BILLING},
+    {"query": BILLING, "operationName": "Billing"},
+    {"query": "query Named { nope }"},
+    {"query": "{ billingAccount(provider: ALMANAC) { __typename } }"},
+    {"query": "query A { __typename } query B { __typename }", "operationName": "B"},
+    {"query": START_CHECKOUT.replace("mutation", "mutation   Spaced", 1), "variables": {}},
+]
+
+
+async def test_the_access_line_is_the_same_whoever_answered_the_request(
+    state: SandboxState, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lean path (compiled execution on) hands the middleware what it decoded and sent; the
+    view (off) leaves it to parse both bodies: the same fields either way."""
+    state.add_fault("almanac", Fault(status=503, body={"error": "down"}))
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    fields: dict[str, list[tuple[object, ...]]] = {}
+    for compiled in ("true", "false"):
+        caplog.clear()
+        settings = make_settings(GATEWAY_COMPILED_EXECUTION=compiled)
+        async with serve(settings, sandbox_transports(state)) as client:
+            for body in ACCESS_CASES:
+                await client.post("/graphql", json=body, headers=KEY)
+        lines = [json.loads(JSONFormatter().format(r)) for r in caplog.records]
+        fields[compiled] = [
+            (line["status"], line["operation"], line["outcome"], line["error_codes"])
+            for line in lines
+            if line.get("logger") == "gateway.access"
+        ]
+
+    assert fields["true"] == fields["false"]
+    assert fields["true"] == [
+        (200, "Billing", "ok", []),
+        (200, "Billing", "ok", []),
+        (200, "other", "refused", ["INVALID_QUERY"]),  # a new name takes no label when refused
+        (200, "anonymous", "ok", []),
+        (200, "B", "ok", []),
+        (200, "other", "refused", ["INVALID_QUERY"]),  # its variables missing
+    ]
+
+
 async def test_no_log_line_of_a_failing_or_succeeding_request_shows_a_credential(
     state: SandboxState, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -21,6 +21,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,17 @@ MAX_REQUEST_ID = 128
 # GraphQL bodies read for the operation name and the outcome; a larger one is not parsed.
 MAX_OBSERVED_BODY = 1024 * 1024
 _OPERATION = re.compile(r"\b(?:query|mutation|subscription)\s+([_A-Za-z][_0-9A-Za-z]*)")
+# `scope["state"]` key of the `Answered` record the GraphQL endpoint leaves when it answered a
+# request itself (its lean path): what this middleware would otherwise parse both bodies for.
+ANSWERED = "graphql_answered"
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """A GraphQL request the endpoint answered: its decoded request and the response sent."""
+
+    request: Mapping[str, Any]
+    response: Mapping[str, Any]
 
 
 def accepted_request_id(value: str | None) -> str:
@@ -123,7 +135,12 @@ class ObservabilityMiddleware:
                 headers[REQUEST_ID_HEADER] = request_id
                 response["status"] = message["status"]
                 response["json"] = "json" in headers.get("content-type", "")
-            elif message["type"] == "http.response.body" and graphql and response["json"]:
+            elif (
+                message["type"] == "http.response.body"
+                and graphql
+                and response["json"]
+                and ANSWERED not in scope.get("state", ())
+            ):
                 _append(response_body, message.get("body", b""))
             await send(message)
 
@@ -148,12 +165,17 @@ class ObservabilityMiddleware:
             if isinstance(key, GatewayKey):  # its name, never the key
                 line["key"] = key.name
             if graphql and (scope["method"] != "GET" or response["json"]):
-                outcome, codes = graphql_outcome(response["status"], bytes(response_body))
+                state = scope.get("state", {})
+                answered = state.get(ANSWERED)
+                if isinstance(answered, Answered):
+                    outcome, codes = outcome_of(response["status"], answered.response)
+                    named = name_of(answered.request)
+                else:
+                    outcome, codes = graphql_outcome(response["status"], bytes(response_body))
+                    named = operation_name(scope, bytes(request_body))
                 name = (
-                    self.metrics.operation_label(
-                        operation_name(scope, bytes(request_body)), register=outcome != "refused"
-                    )
-                    if scope.get("state", {}).get("authenticated")
+                    self.metrics.operation_label(named, register=outcome != "refused")
+                    if state.get("authenticated")
                     else UNAUTHENTICATED
                 )
                 self.metrics.operation_finished(name, outcome, seconds)
@@ -189,6 +211,11 @@ def operation_name(scope: Scope, body: bytes) -> str | None:
             return UNKNOWN
     if not isinstance(payload, dict):
         return UNKNOWN
+    return name_of(payload)
+
+
+def name_of(payload: Mapping[str, Any]) -> str | None:
+    """The operation's name in a decoded GraphQL request (see `operation_name`)."""
     name = payload.get("operationName")
     if isinstance(name, str) and name:
         return name
@@ -205,7 +232,12 @@ def graphql_outcome(status: int, body: bytes) -> tuple[str, list[str]]:
         payload = jsonfast.loads(body) if body else None
     except ValueError:
         payload = None
-    errors = payload.get("errors") if isinstance(payload, dict) else None
+    return outcome_of(status, payload if isinstance(payload, dict) else None)
+
+
+def outcome_of(status: int, payload: Mapping[str, Any] | None) -> tuple[str, list[str]]:
+    """`graphql_outcome` of a decoded response (None: not a JSON object)."""
+    errors = payload.get("errors") if payload is not None else None
     codes = sorted(
         {
             str(error.get("extensions", {}).get("code", ErrorCode.INTERNAL.value))
@@ -219,7 +251,7 @@ def graphql_outcome(status: int, body: bytes) -> tuple[str, list[str]]:
         return "errors", codes
     if not codes:
         return "ok", codes
-    not_run = isinstance(payload, dict) and payload.get("data") is None
+    not_run = payload is not None and payload.get("data") is None
     if not_run and codes == [ErrorCode.INVALID_QUERY.value]:
         return "refused", codes
     return "errors", codes
