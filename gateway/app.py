@@ -30,6 +30,7 @@ from gateway.checkout.redis_store import (
     warn_if_evicting,
 )
 from gateway.clients import Clients
+from gateway.collector import collected_on_a_clock
 from gateway.endpoint import GatewayGraphQL
 from gateway.errors import ErrorCode
 from gateway.http.cors import JSONCORSMiddleware, cors_options
@@ -151,7 +152,8 @@ def create_app(
         # that walked it held the event loop past /healthz's 100 ms (docs/performance.md).
         gc.freeze()
         try:
-            yield {"clients": clients, "idempotency": store, "readiness": readiness}
+            async with collected_on_a_clock(settings.gc_interval_seconds):
+                yield {"clients": clients, "idempotency": store, "readiness": readiness}
         finally:
             gc.unfreeze()
             await clients.aclose()

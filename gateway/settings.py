@@ -63,6 +63,9 @@ DEFAULT_API_KEYS_FILE = ""
 DEFAULT_AUTOPOSTING_TOKENS_PERIOD = "30d"
 # /readyz probes each upstream at most once per this many seconds, each within the timeout.
 DEFAULT_READY_CACHE_SECONDS = 5.0
+# Garbage collected every this many seconds instead of by allocation count (gateway/collector.py);
+# 0: Python's own.
+DEFAULT_GC_INTERVAL_SECONDS = 1.0
 DEFAULT_READY_TIMEOUT = 2.0
 # `serve`: on SIGTERM, requests in flight get this long to finish before they are cancelled.
 DEFAULT_SHUTDOWN_TIMEOUT = 10
@@ -163,6 +166,7 @@ class Settings:
     # Operations (README "Operators"): /readyz caching and probe timeout, /metrics without a key,
     # OpenTelemetry tracing (exported as the standard OTEL_* variables say), `serve`'s drain time.
     ready_cache_seconds: float = DEFAULT_READY_CACHE_SECONDS
+    gc_interval_seconds: float = DEFAULT_GC_INTERVAL_SECONDS
     ready_timeout: float = DEFAULT_READY_TIMEOUT
     metrics_open: bool = False
     otel: bool = False
@@ -305,6 +309,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         ),
         persisted_only=env.flag("GATEWAY_PERSISTED_ONLY", default=False),
         apq_cache_size=env.positive_integer("GATEWAY_APQ_CACHE_SIZE", DEFAULT_APQ_CACHE_SIZE),
+        gc_interval_seconds=env.non_negative(
+            "GATEWAY_GC_INTERVAL_SECONDS", DEFAULT_GC_INTERVAL_SECONDS
+        ),
         ready_cache_seconds=env.non_negative(
             "GATEWAY_READY_CACHE_SECONDS", DEFAULT_READY_CACHE_SECONDS
         ),

@@ -52,6 +52,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     # The GraphQL endpoint: Strawberry's view over the schema, the context and the HTTP edge.
     "gateway.endpoint": ("httpx", "gateway.upstreams", "gateway.loaders", "gateway.checkout"),
     "gateway.examples": ("gateway.", "httpx", "strawberry", "starlette"),
+    # Garbage collection on a clock: the process's, knowing nothing of requests.
+    "gateway.collector": ("gateway.", "httpx", "strawberry", "starlette"),
     # Compiled execution: GraphQL execution over graphql-core and Strawberry, knowing no domain.
     "gateway.execution": ("httpx", "starlette", "gateway.settings", "gateway.models",
                           "gateway.normalize", "gateway.upstreams", "gateway.clients",
