@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 if TYPE_CHECKING:
     import httpx
 
-from gateway.normalize import DriftRecorder
+import orjson
+
+from gateway.normalize import Drift, DriftRecorder
 from gateway.provider import Provider
 from gateway.settings import Settings
 from gateway.upstreams import AlmanacClient, AutopostingClient
@@ -27,35 +29,81 @@ DEFAULT_NORMALIZED_ENTRIES = 256
 
 
 class NormalizedAnswers:
-    """Normalized models by the identity of the upstream JSON they were made from.
+    """Normalized models by the upstream JSON they were made from: by identity, and by content
+    when its normalization showed no drift.
 
     Coalesced and cached GETs hand one decoded answer to every request that shares them; each
     request normalized it again, which cost more than the rest of its loads. Models are frozen,
     so one normalization serves them all. An entry holds its answer, so the id it is keyed by
-    cannot be reused while it is kept; least recently used entries go beyond `max_entries`.
-    Each loader keys its own kind: one answer may be normalized differently by two loaders.
+    cannot be reused while it is kept. Each loader keys its own kind: one answer may be
+    normalized differently by two loaders (their options are the app's, the same for every
+    answer).
+
+    A new answer equal to one normalized before (most of them: billing state changes seldom)
+    gets that one's models, looked up by its compact JSON, when that normalization reported no
+    contract drift: normalizing it again would make the same models and report nothing. An
+    answer that showed drift is normalized every time, so that drift is counted per answer.
+    Least recently used entries of either table go beyond `max_entries`.
     """
 
     def __init__(self, max_entries: int = DEFAULT_NORMALIZED_ENTRIES) -> None:
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[int, str], tuple[object, object]] = OrderedDict()
+        self._by_content: OrderedDict[tuple[str, bytes], object] = OrderedDict()
 
-    def get(self, kind: str, payload: object, normalize: Callable[[], V]) -> V:
-        """`normalize()` of `payload`, made once while `payload` is kept."""
+    def get(
+        self,
+        kind: str,
+        payload: object,
+        normalize: Callable[[DriftRecorder], V],
+        drift: DriftRecorder,
+    ) -> V:
+        """`normalize(drift)` of `payload`, made once while `payload` (or, without drift, an
+        answer of the same content) is kept."""
         key = (id(payload), kind)
         entry = self._entries.get(key)
         if entry is not None and entry[0] is payload:
             self._entries.move_to_end(key)
             return cast(V, entry[1])
-        value = normalize()
-        self._entries[key] = (payload, value)
-        self._entries.move_to_end(key)
-        if len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-        return value
+        content = _content_key(kind, payload)
+        value = self._by_content.get(content) if content is not None else None
+        if value is not None and content is not None:
+            self._by_content.move_to_end(content)
+        else:
+            drifted = False
+
+            def recording(found: Drift) -> None:
+                nonlocal drifted
+                drifted = True
+                drift(found)
+
+            value = normalize(recording)
+            if content is not None and not drifted:
+                _keep(self._by_content, content, value, self.max_entries)
+        _keep(self._entries, key, (payload, value), self.max_entries)
+        return cast(V, value)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+K = TypeVar("K")
+
+
+def _keep(table: OrderedDict[K, Any], key: K, value: object, max_entries: int) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    if len(table) > max_entries:
+        table.popitem(last=False)
+
+
+def _content_key(kind: str, payload: object) -> tuple[str, bytes] | None:
+    """`kind` and the compact JSON of `payload`; None for a value orjson cannot write (an
+    integer beyond 64 bits: such an answer is normalized by identity only)."""
+    try:
+        return kind, orjson.dumps(payload)
+    except TypeError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

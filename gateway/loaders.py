@@ -37,6 +37,7 @@ from gateway.models import (
     Freshness,
     UsageMeter,
 )
+from gateway.normalize import DriftRecorder
 from gateway.provider import Provider
 from gateway.settings import Settings
 from gateway.sources import AccountSource, AlmanacAccounts, AlmanacKey, AutopostingAccounts
@@ -100,16 +101,19 @@ class ConcurrentLoader(DataLoader[K, V], Generic[K, V]):
         self,
         key: K,
         call: Callable[[], Awaitable[object]],
-        normalize: Callable[[object], V],
+        normalize: Callable[[object, DriftRecorder], V],
         *,
         account: str | None,
         credential: Credential,
     ) -> V:
-        """`fetch` `key`'s answer, then `normalize` it: once for every request that shares the
-        answer (`NormalizedAnswers`, keyed by this loader's kind)."""
+        """`fetch` `key`'s answer, then `normalize` it, reporting drift to the recorder it is
+        given: once for every request that shares the answer, or an equal one that showed no
+        drift (`NormalizedAnswers`, keyed by this loader's kind)."""
         payload = await self.fetch(key, call, account=account, credential=credential)
         kind = f"{self.provider.value} {self.resource}"
-        return self.normalized.get(kind, payload, lambda: normalize(payload))
+        return self.normalized.get(
+            kind, payload, lambda drift: normalize(payload, drift), self.drift
+        )
 
     def withheld_usage(self, key: K) -> Exception | None:
         """The failure to answer instead of usage meters read from `key`'s answer: when that
@@ -165,8 +169,8 @@ class AlmanacBillingByOrganizationLoader(ConcurrentLoader[AlmanacKey, AlmanacBil
         return await self.read(
             key,
             lambda: self.client.get_billing_state(key.organization_id, credential=key.credential),
-            lambda payload: normalize.almanac_billing(
-                payload, currency=self.currency, drift=self.drift
+            lambda payload, drift: normalize.almanac_billing(
+                payload, currency=self.currency, drift=drift
             ),
             account=key.organization_id,
             credential=key.credential,
@@ -188,8 +192,8 @@ class AutopostingBillingByCredentialLoader(ConcurrentLoader[Credential, Autopost
         self.currency = currency
 
     async def load_one(self, key: Credential) -> AutopostingBilling:
-        def billing(payload: object) -> AutopostingBilling:
-            status = normalize.autoposting_status(payload, drift=self.drift)
+        def billing(payload: object, drift: DriftRecorder) -> AutopostingBilling:
+            status = normalize.autoposting_status(payload, drift=drift)
             plans = normalize.autoposting_plans(self.catalog, status, currency=self.currency)
             return AutopostingBilling(status=status, plans=plans)
 
@@ -217,7 +221,7 @@ class AutopostingCreditsByCredentialLoader(ConcurrentLoader[Credential, UsageMet
         return await self.read(
             key,
             lambda: self.client.get_credit_summary(credential=key),
-            lambda payload: normalize.autoposting_credits_meter(payload, drift=self.drift),
+            lambda payload, drift: normalize.autoposting_credits_meter(payload, drift=drift),
             account=None,
             credential=key,
         )
@@ -239,7 +243,7 @@ class AutopostingTokensByCredentialLoader(ConcurrentLoader[Credential, UsageMete
         return await self.read(
             key,
             lambda: self.client.get_token_usage(period=self.period, credential=key),
-            lambda payload: normalize.autoposting_tokens_meter(payload, drift=self.drift),
+            lambda payload, drift: normalize.autoposting_tokens_meter(payload, drift=drift),
             account=self.period,  # the meter of this period
             credential=key,
         )
@@ -259,7 +263,7 @@ class AutopostingProfileByCredentialLoader(ConcurrentLoader[Credential, Autopost
         return await self.read(
             key,
             lambda: self.client.get_profile(credential=key),
-            lambda payload: normalize.autoposting_profile(payload, drift=self.drift),
+            lambda payload, drift: normalize.autoposting_profile(payload, drift=drift),
             account=None,
             credential=key,
         )

@@ -7,7 +7,7 @@ through one client with a gated mock transport for cancellation and the cache's 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -16,6 +16,7 @@ from gateway import normalize
 from gateway.clients import NormalizedAnswers
 from gateway.credentials import Credential
 from gateway.errors import UpstreamUnavailable
+from gateway.normalize import Drift, DriftKind, DriftRecorder
 from gateway.provider import Provider
 from gateway.sandbox import (
     ALMANAC_OWNER_TOKEN,
@@ -36,7 +37,9 @@ from gateway.upstreams.reuse import (
     credential_digest,
     request_key,
 )
-from tests.support import FakeClock, Gateway, make_settings
+from tests.support import FakeClock, Gateway, make_settings, sandbox_transports
+
+NO_DRIFT: DriftRecorder = lambda drift: None  # noqa: E731
 
 ALMANAC = """{ billingAccount(provider: ALMANAC, accountId: "org_acme") {
   __typename ... on BillingAccount { accountId manage { allowed } }
@@ -472,31 +475,70 @@ async def test_requests_sharing_one_upstream_answer_share_its_normalized_models(
     assert len(normalized) == 1
 
 
-async def test_each_new_answer_is_normalized_anew(
+async def test_a_new_answer_equal_to_one_without_drift_is_not_normalized_again(
     gateway: Gateway, state: SandboxState, normalized: list[object]
 ) -> None:
     for _ in range(3):
         await gateway.execute(ALMANAC)
-
     assert state.count("almanac", "GET", BILLING) == 3
-    assert len(normalized) == 3
+    assert len(normalized) == 1
+    state.add_fault(
+        "almanac", Fault(status=200, body={**(await real_billing()), "organization_id": "org_x"})
+    )
+
+    await gateway.execute(ALMANAC)  # another answer: normalized
+
+    assert len(normalized) == 2
 
 
-def test_normalized_answers_are_kept_by_identity_and_bounded() -> None:
+async def real_billing() -> dict[str, object]:
+    upstream = make_settings().upstream(Provider.ALMANAC)
+    client = AlmanacClient(upstream, transport=sandbox_transports(SandboxState())[Provider.ALMANAC])
+    try:
+        body = await client.get_billing_state(
+            "org_acme", credential=Credential(ALMANAC_OWNER_TOKEN)
+        )
+    finally:
+        await client.aclose()
+    assert isinstance(body, dict)
+    return body
+
+
+def test_normalized_answers_are_kept_by_identity_and_by_content_and_bounded() -> None:
     answers = NormalizedAnswers(max_entries=2)
-    first, equal = {"a": 1}, {"a": 1}
+    first, equal, other = {"a": 1}, {"a": 1}, {"a": 2}
     made: list[object] = []
 
-    def make(payload: object) -> object:
-        made.append(payload)
+    def make(payload: object) -> Callable[[DriftRecorder], object]:
+        def normalize(drift: DriftRecorder) -> object:
+            made.append(payload)
+            return object()
+
+        return normalize
+
+    one = answers.get("kind", first, make(first), NO_DRIFT)
+    assert answers.get("kind", first, make(first), NO_DRIFT) is one
+    assert answers.get("kind", equal, make(equal), NO_DRIFT) is one  # the same content
+    assert answers.get("other kind", first, make(first), NO_DRIFT) is not one
+    assert answers.get("kind", other, make(other), NO_DRIFT) is not one
+    assert len(answers) == 2
+    assert made == [first, first, other]
+
+
+def test_an_answer_that_showed_drift_is_normalized_and_counted_every_time() -> None:
+    answers = NormalizedAnswers()
+    seen: list[Drift] = []
+    found = Drift(Provider.ALMANAC, "/v1/x", "plans[].price", DriftKind.MALFORMED, 1)
+
+    def normalize(drift: DriftRecorder) -> object:
+        drift(found)
         return object()
 
-    one = answers.get("kind", first, lambda: make(first))
-    assert answers.get("kind", first, lambda: make(first)) is one
-    assert answers.get("kind", equal, lambda: make(equal)) is not one  # equal is not the same
-    assert answers.get("other kind", first, lambda: make(first)) is not one
-    assert len(answers) == 2
-    assert made == [first, equal, first]
+    first = answers.get("kind", {"a": 1}, normalize, seen.append)
+    again = answers.get("kind", {"a": 1}, normalize, seen.append)
+
+    assert first is not again
+    assert seen == [found, found]
 
 
 # The next call started ahead (GATEWAY_COALESCE_AHEAD)
