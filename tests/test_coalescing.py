@@ -28,18 +28,26 @@ from gateway.sandbox import (
 )
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.request_id import REQUEST_ID
-from gateway.upstreams import AlmanacClient, AutopostingClient
+from gateway.upstreams import AlmanacClient, AutopostingClient, reuse
 from gateway.upstreams.reuse import (
+    AHEAD_MAX_LOAD,
     AHEAD_MIN_SECONDS,
     CachePolicy,
     Coalescer,
     MemoryResponseCache,
+    ProcessLoad,
     credential_digest,
     request_key,
 )
 from tests.support import FakeClock, Gateway, make_settings, sandbox_transports
 
 NO_DRIFT: DriftRecorder = lambda drift: None  # noqa: E731
+
+
+def IDLE() -> float:  # noqa: N802 - a constant load
+    """The load of a process with CPU to spare."""
+    return 0.0
+
 
 ALMANAC = """{ billingAccount(provider: ALMANAC, accountId: "org_acme") {
   __typename ... on BillingAccount { accountId manage { allowed } }
@@ -579,7 +587,7 @@ async def callers(
 
 
 async def test_a_call_shared_by_enough_callers_starts_the_next_one_as_it_ends() -> None:
-    coalescer = Coalescer(ahead=3)
+    coalescer = Coalescer(ahead=3, load=IDLE)
     calls = GatedCalls()
     token = REQUEST_ID.set("req-first")
     try:
@@ -602,7 +610,7 @@ async def test_a_call_shared_by_enough_callers_starts_the_next_one_as_it_ends() 
 
 async def test_a_call_with_few_callers_no_ahead_or_a_quick_answer_starts_none() -> None:
     for ahead, count, took in ((3, 2, AHEAD_MIN_SECONDS), (0, 10, AHEAD_MIN_SECONDS), (3, 5, 0)):
-        coalescer = Coalescer(ahead=ahead)
+        coalescer = Coalescer(ahead=ahead, load=IDLE)
         calls = GatedCalls()
         tasks = await callers(coalescer, calls, count)
         await asyncio.sleep(took)
@@ -613,8 +621,34 @@ async def test_a_call_with_few_callers_no_ahead_or_a_quick_answer_starts_none() 
         assert calls.made == 1, (ahead, count, took)
 
 
+async def test_a_call_that_ends_while_the_process_is_busy_starts_none_ahead() -> None:
+    coalescer = Coalescer(ahead=2, load=lambda: AHEAD_MAX_LOAD + 0.1)
+    calls = GatedCalls()
+    tasks = await callers(coalescer, calls, 4)
+    await asyncio.sleep(AHEAD_MIN_SECONDS)
+    calls.open()
+    await asyncio.gather(*tasks)
+    await settle()
+
+    assert calls.made == 1
+
+
+def test_the_process_load_is_its_cpu_time_over_the_last_window() -> None:
+    wall, cpu = FakeClock(), FakeClock()
+    load = ProcessLoad(0.1, clock=wall, cpu=cpu)
+    assert load() == 0.0
+    wall.advance(0.05)
+    cpu.advance(0.05)
+    assert load() == 0.0  # the window is not over: the last figure
+    wall.advance(0.075)
+    assert load() == pytest.approx(0.05 / 0.125)
+    wall.advance(1.0)
+    cpu.advance(0.25)
+    assert load() == pytest.approx(0.25)
+
+
 async def test_a_failed_call_starts_none_ahead() -> None:
-    coalescer = Coalescer(ahead=2)
+    coalescer = Coalescer(ahead=2, load=IDLE)
     calls = GatedCalls(fail=True)
     tasks = await callers(coalescer, calls, 4)
     calls.open()
@@ -626,7 +660,7 @@ async def test_a_failed_call_starts_none_ahead() -> None:
 
 
 async def test_a_call_started_ahead_that_nobody_joins_ends_the_chain() -> None:
-    coalescer = Coalescer(ahead=2)
+    coalescer = Coalescer(ahead=2, load=IDLE)
     calls = GatedCalls()
     tasks = await callers(coalescer, calls, 5)
     await asyncio.sleep(AHEAD_MIN_SECONDS)
@@ -644,7 +678,7 @@ async def test_a_call_started_ahead_that_nobody_joins_ends_the_chain() -> None:
 
 
 async def test_a_call_started_ahead_is_cancelled_when_its_only_caller_is() -> None:
-    coalescer = Coalescer(ahead=2)
+    coalescer = Coalescer(ahead=2, load=IDLE)
     calls = GatedCalls()
     tasks = await callers(coalescer, calls, 2)
     await asyncio.sleep(AHEAD_MIN_SECONDS)
@@ -660,8 +694,9 @@ async def test_a_call_started_ahead_is_cancelled_when_its_only_caller_is() -> No
 
 
 async def test_the_app_starts_the_next_get_ahead_for_the_requests_that_follow(
-    state: SandboxState,
+    state: SandboxState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(reuse, "PROCESS_LOAD", IDLE)  # the test process's own load aside
     gateway = Gateway(settings=make_settings(GATEWAY_COALESCE_AHEAD="4"), state=state)
     slow(state)
     try:

@@ -114,6 +114,42 @@ class MemoryResponseCache:
 
 # A shared call that took less starts none ahead (`Coalescer`).
 AHEAD_MIN_SECONDS = 0.005
+# Nor does one that ends while the process was busy on CPU for more than this share of the last
+# `LOAD_WINDOW_SECONDS` (or more): it has no CPU to spare for upstream calls nobody waits for yet.
+AHEAD_MAX_LOAD = 0.75
+LOAD_WINDOW_SECONDS = 0.1
+
+
+class ProcessLoad:
+    """The share of wall time this process spent on CPU over its last window of at least
+    `window` seconds (measured when asked; a window with no question in it counts whole)."""
+
+    def __init__(
+        self,
+        window: float = LOAD_WINDOW_SECONDS,
+        *,
+        clock: Clock = time.monotonic,
+        cpu: Clock = time.process_time,
+    ) -> None:
+        self.window = window
+        self._clock = clock
+        self._cpu = cpu
+        self._since = clock()
+        self._cpu_since = cpu()
+        self._load = 0.0
+
+    def __call__(self) -> float:
+        now = self._clock()
+        elapsed = now - self._since
+        if elapsed >= self.window:
+            cpu = self._cpu()
+            self._load = (cpu - self._cpu_since) / elapsed
+            self._since, self._cpu_since = now, cpu
+        return self._load
+
+
+# The process's load, shared by every coalescer of the process.
+PROCESS_LOAD = ProcessLoad()
 
 
 class _Shared(Generic[T]):
@@ -134,7 +170,8 @@ class Coalescer:
 
     With `ahead` (0: off), a call that `ahead` or more callers shared, and that took at least
     `AHEAD_MIN_SECONDS`, starts the next call of its key as it ends, for the callers still to
-    come. Without it, callers that arrive together wait
+    come, unless the process's `load` is above `AHEAD_MAX_LOAD`. Without it, callers that
+    arrive together wait
     for one upstream call together, are answered together, and come back together: under steady
     load the event loop's work and the upstream's wait take turns instead of overlapping (half a
     worker idle at 20 ms upstream, BENCHMARKS.md). With it, the callers that come back find a
@@ -144,11 +181,15 @@ class Coalescer:
     request: in a context of its own (no request id, counted in no request's figures). A call
     that took less than `AHEAD_MIN_SECONDS` starts none: its callers lost little waiting for it
     together, and calls started ahead of so fast an upstream would follow one another back to
-    back, each costing the worker its CPU (12% more per request for five accounts at 0 ms).
+    back, each costing the worker its CPU (12% more per request for five accounts at 0 ms). A
+    busy process starts none either: waiting in step costs little when the CPU has no idle time
+    to fill, and calls ahead would take CPU from the requests (a worker saturated at 0 ms
+    upstream sees its calls take longer than `AHEAD_MIN_SECONDS` while they wait for the loop).
     """
 
-    def __init__(self, *, ahead: int = 0) -> None:
+    def __init__(self, *, ahead: int = 0, load: Callable[[], float] | None = None) -> None:
         self.ahead = ahead
+        self.load = load or PROCESS_LOAD
         self._calls: dict[str, _Shared[object]] = {}
 
     async def run(
@@ -201,6 +242,7 @@ class Coalescer:
             and failed is None
             and loop.time() - shared.started >= AHEAD_MIN_SECONDS
             and key not in self._calls
+            and self.load() <= AHEAD_MAX_LOAD
         ):
             ahead = loop.create_task(_coroutine(shared.call), context=contextvars.Context())
             self._start(key, shared.call, ahead)
