@@ -116,7 +116,7 @@ class MemoryResponseCache:
 AHEAD_MIN_SECONDS = 0.005
 # Nor does one that ends while the process was busy on CPU for more than this share of the last
 # `LOAD_WINDOW_SECONDS` (or more): it has no CPU to spare for upstream calls nobody waits for yet.
-AHEAD_MAX_LOAD = 0.75
+AHEAD_MAX_LOAD = 0.9
 LOAD_WINDOW_SECONDS = 0.1
 
 
