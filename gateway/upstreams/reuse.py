@@ -171,11 +171,10 @@ class Coalescer:
     With `ahead` (0: off), a call that `ahead` or more callers shared, and that took at least
     `AHEAD_MIN_SECONDS`, starts the next call of its key as it ends, for the callers still to
     come, unless the process's `load` is above `AHEAD_MAX_LOAD`. Without it, callers that
-    arrive together wait
-    for one upstream call together, are answered together, and come back together: under steady
-    load the event loop's work and the upstream's wait take turns instead of overlapping (half a
-    worker idle at 20 ms upstream, BENCHMARKS.md). With it, the callers that come back find a
-    call already on its way. A call started ahead is like any call in flight (the reuse
+    arrive together wait for one upstream call together, are answered together, and come back
+    together: under steady load the event loop's work and the upstream's wait take turns instead
+    of overlapping (half a worker idle at 20 ms upstream, BENCHMARKS.md). With it, the callers
+    that come back find a call already on its way. A call started ahead is like any call in flight (the reuse
     contract: an answer from a call that started before the caller came, never from one that
     ended before), costs at most one upstream call each time a shared one ends, and runs for no
     request: in a context of its own (no request id, counted in no request's figures). A call
