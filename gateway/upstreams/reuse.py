@@ -169,21 +169,21 @@ class Coalescer:
     """Runs one call per key at a time; callers of a key in flight wait for its result.
 
     With `ahead` (0: off), a call that `ahead` or more callers shared, and that took at least
-    `AHEAD_MIN_SECONDS`, starts the next call of its key as it ends, for the callers still to
-    come, unless the process's `load` is above `AHEAD_MAX_LOAD`. Without it, callers that
-    arrive together wait for one upstream call together, are answered together, and come back
-    together: under steady load the event loop's work and the upstream's wait take turns instead
-    of overlapping (half a worker idle at 20 ms upstream, BENCHMARKS.md). With it, the callers
-    that come back find a call already on its way. A call started ahead is like any call in
-    flight (the reuse contract: an answer from a call that started before the caller came, never
-    from one that ended before), costs at most one upstream call each time a shared one ends,
-    and runs for no request: in a context of its own (no request id, counted in no request's figures). A call
-    that took less than `AHEAD_MIN_SECONDS` starts none: its callers lost little waiting for it
-    together, and calls started ahead of so fast an upstream would follow one another back to
-    back, each costing the worker its CPU (12% more per request for five accounts at 0 ms). A
-    busy process starts none either: waiting in step costs little when the CPU has no idle time
-    to fill, and calls ahead would take CPU from the requests (a worker saturated at 0 ms
-    upstream sees its calls take longer than `AHEAD_MIN_SECONDS` while they wait for the loop).
+    `AHEAD_MIN_SECONDS`, starts the next call of its key as it ends, for the callers still to come,
+    unless the process's `load` is above `AHEAD_MAX_LOAD`. Without it, callers that arrive together
+    wait for one upstream call together, are answered together, and come back together: under steady
+    load the event loop's work and the upstream's wait take turns instead of overlapping (half a
+    worker idle at 20 ms upstream, BENCHMARKS.md). With it, the callers that come back find a call
+    already on its way. A call started ahead is like any call in flight (the reuse contract: an
+    answer from a call that started before the caller came, never from one that ended before), costs
+    at most one upstream call each time a shared one ends, and runs for no request: in a context of
+    its own (no request id, counted in no request's figures). A call that took less than
+    `AHEAD_MIN_SECONDS` starts none: its callers lost little waiting for it together, and calls
+    started ahead of so fast an upstream would follow one another back to back, each costing the
+    worker its CPU (12% more per request for five accounts at 0 ms). A busy process starts none
+    either: waiting in step costs little when the CPU has no idle time to fill, and calls ahead
+    would take CPU from the requests (a worker saturated at 0 ms upstream sees its calls take longer
+    than `AHEAD_MIN_SECONDS` while they wait for the loop).
     """
 
     def __init__(self, *, ahead: int = 0, load: Callable[[], float] | None = None) -> None:
