@@ -608,27 +608,33 @@ async def test_a_call_shared_by_enough_callers_starts_the_next_one_as_it_ends() 
     assert calls.request_ids == ["req-first", None]
 
 
+async def shared_call_ended(
+    count: int,
+    *,
+    ahead: int = 2,
+    took: float = AHEAD_MIN_SECONDS,
+    load: Callable[[], float] = IDLE,
+) -> tuple[Coalescer, GatedCalls]:
+    """A coalescer whose first call `count` callers shared, ended after `took` seconds."""
+    coalescer = Coalescer(ahead=ahead, load=load)
+    calls = GatedCalls()
+    tasks = await callers(coalescer, calls, count)
+    await asyncio.sleep(took)
+    calls.open()
+    await asyncio.gather(*tasks)
+    await settle()
+    return coalescer, calls
+
+
 async def test_a_call_with_few_callers_no_ahead_or_a_quick_answer_starts_none() -> None:
     for ahead, count, took in ((3, 2, AHEAD_MIN_SECONDS), (0, 10, AHEAD_MIN_SECONDS), (3, 5, 0)):
-        coalescer = Coalescer(ahead=ahead, load=IDLE)
-        calls = GatedCalls()
-        tasks = await callers(coalescer, calls, count)
-        await asyncio.sleep(took)
-        calls.open()
-        await asyncio.gather(*tasks)
-        await settle()
+        _, calls = await shared_call_ended(count, ahead=ahead, took=took)
 
         assert calls.made == 1, (ahead, count, took)
 
 
 async def test_a_call_that_ends_while_the_process_is_busy_starts_none_ahead() -> None:
-    coalescer = Coalescer(ahead=2, load=lambda: AHEAD_MAX_LOAD + 0.1)
-    calls = GatedCalls()
-    tasks = await callers(coalescer, calls, 4)
-    await asyncio.sleep(AHEAD_MIN_SECONDS)
-    calls.open()
-    await asyncio.gather(*tasks)
-    await settle()
+    _, calls = await shared_call_ended(4, load=lambda: AHEAD_MAX_LOAD + 0.1)
 
     assert calls.made == 1
 
@@ -660,13 +666,7 @@ async def test_a_failed_call_starts_none_ahead() -> None:
 
 
 async def test_a_call_started_ahead_that_nobody_joins_ends_the_chain() -> None:
-    coalescer = Coalescer(ahead=2, load=IDLE)
-    calls = GatedCalls()
-    tasks = await callers(coalescer, calls, 5)
-    await asyncio.sleep(AHEAD_MIN_SECONDS)
-    calls.open()
-    await asyncio.gather(*tasks)
-    await settle()
+    coalescer, calls = await shared_call_ended(5)
     calls.open()  # the call started ahead ends with no caller
     await settle()
 
@@ -678,13 +678,7 @@ async def test_a_call_started_ahead_that_nobody_joins_ends_the_chain() -> None:
 
 
 async def test_a_call_started_ahead_is_cancelled_when_its_only_caller_is() -> None:
-    coalescer = Coalescer(ahead=2, load=IDLE)
-    calls = GatedCalls()
-    tasks = await callers(coalescer, calls, 2)
-    await asyncio.sleep(AHEAD_MIN_SECONDS)
-    calls.open()
-    await asyncio.gather(*tasks)
-    await settle()
+    coalescer, calls = await shared_call_ended(2)
     [waiting] = await callers(coalescer, calls, 1)
     waiting.cancel()
     await settle()

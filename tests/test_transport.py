@@ -126,6 +126,14 @@ def test_the_clients_default_transport_is_the_upstream_transport_with_the_config
         assert transport.limits.max_keepalive_connections == 37
 
 
+async def silent_peer(peer: Peer) -> None:
+    """A server (or proxy) that reads a request, never answers, and notes when the client
+    hangs up."""
+    if await peer.read_request() is not None:
+        await peer.read_until_closed()
+        peer.server.closed_by_client.append(peer.number)
+
+
 async def test_a_get_over_loopback_decodes_json_and_sends_the_request_id(
     sandbox: RunningSandbox,
 ) -> None:
@@ -565,12 +573,7 @@ async def test_a_connection_closed_before_the_answer_ends_raises_read_error(sent
 
 
 async def test_a_server_that_never_answers_raises_read_timeout_after_the_read_timeout() -> None:
-    async def silent(peer: Peer) -> None:
-        if await peer.read_request() is not None:
-            await peer.read_until_closed()
-            peer.server.closed_by_client.append(peer.number)
-
-    async with LoopbackServer(silent) as server, pool() as transport:
+    async with LoopbackServer(silent_peer) as server, pool() as transport:
         loop = asyncio.get_running_loop()
         started = loop.time()
         with pytest.raises(httpx.ReadTimeout):
@@ -814,13 +817,8 @@ async def test_a_proxy_refusing_the_tunnel_raises_proxy_error() -> None:
 async def test_a_proxy_that_never_answers_connect_raises_connect_timeout_and_is_hung_up_on(
     connect: float, read: float | None
 ) -> None:
-    async def silent(peer: Peer) -> None:
-        if await peer.read_request() is not None:
-            await peer.read_until_closed()
-            peer.server.closed_by_client.append(peer.number)
-
     async with (
-        LoopbackServer(silent) as proxy,
+        LoopbackServer(silent_peer) as proxy,
         pool(proxy=httpx.URL(f"http://127.0.0.1:{proxy.port}")) as transport,
     ):
         with pytest.raises(httpx.ConnectTimeout):
@@ -832,13 +830,8 @@ async def test_a_proxy_that_never_answers_connect_raises_connect_timeout_and_is_
 
 
 async def test_a_request_cancelled_while_the_proxy_answers_connect_hangs_up_on_the_proxy() -> None:
-    async def silent(peer: Peer) -> None:
-        if await peer.read_request() is not None:
-            await peer.read_until_closed()
-            peer.server.closed_by_client.append(peer.number)
-
     async with (
-        LoopbackServer(silent) as proxy,
+        LoopbackServer(silent_peer) as proxy,
         pool(proxy=httpx.URL(f"http://127.0.0.1:{proxy.port}")) as transport,
     ):
         task = asyncio.create_task(
