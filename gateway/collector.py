@@ -7,7 +7,13 @@ the CPU of a one-organization request at 32 connections and 21% of a five-accoun
 request leaves about 36 objects in reference cycles. `collected_on_a_clock` turns the automatic
 collector off while the app runs and collects the young generations every `interval` seconds,
 everything every `full_every` intervals: cyclic garbage lives at most about that long (a few
-megabytes at thousands of requests a second), and the cost falls to a few percent.
+megabytes at thousands of requests a second).
+
+Each collection walks what survived since the last one, at once: a longer interval costs less CPU
+and pauses the event loop longer. Measured under wrk (BENCHMARKS.md), five accounts at 32
+connections spent 0.67-0.82 ms a request in collections on Python's schedule, 0.56 at 0.1 s, 0.14
+at 0.25 s and 0.20 at 1 s (each its own run); at 1 s the p99 of a one-account request rose from about 30 to about 90
+ms, at 0.25 s it stayed at 25-30 ms. 0.25 s is the default (`GATEWAY_GC_INTERVAL_SECONDS`).
 
 Several apps may run in one process (tests): the collector stays off while any clock runs, and
 the automatic collector is turned back on, if it was on, when the last one stops.
@@ -20,7 +26,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator
 
-DEFAULT_INTERVAL_SECONDS = 1.0
+DEFAULT_INTERVAL_SECONDS = 0.25
 DEFAULT_FULL_EVERY = 60
 
 _running = 0
