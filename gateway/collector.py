@@ -12,8 +12,9 @@ megabytes at thousands of requests a second).
 Each collection walks what survived since the last one, at once: a longer interval costs less CPU
 and pauses the event loop longer. Measured under wrk (BENCHMARKS.md), five accounts at 32
 connections spent 0.67-0.82 ms a request in collections on Python's schedule, 0.56 at 0.1 s, 0.14
-at 0.25 s and 0.20 at 1 s (each its own run); at 1 s the p99 of a one-account request rose from about 30 to about 90
-ms, at 0.25 s it stayed at 25-30 ms. 0.25 s is the default (`GATEWAY_GC_INTERVAL_SECONDS`).
+at 0.25 s and 0.20 at 1 s (each its own run); at 1 s the p99 of a one-account request rose from
+about 30 to about 90 ms, at 0.25 s it stayed at 25-30 ms. 0.25 s is the default
+(`GATEWAY_GC_INTERVAL_SECONDS`).
 
 Several apps may run in one process (tests): the collector stays off while any clock runs, and
 the automatic collector is turned back on, if it was on, when the last one stops.
