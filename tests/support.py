@@ -8,6 +8,7 @@ A test file reads as the product: it names an operation from tests/operations/, 
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import time
@@ -300,6 +301,15 @@ class ExplodingTransport(httpx.AsyncBaseTransport):
 def http_date(seconds_from_now: float) -> str:
     """An HTTP date (as in Retry-After), `seconds_from_now` from the wall clock."""
     return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
+
+
+async def eventually(condition: Callable[[], bool], within: float = 2.0) -> None:
+    """Waits (briefly) for what another task or the network does next."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        assert loop.time() < deadline, "the condition did not come true in time"
+        await asyncio.sleep(0.002)
 
 
 @dataclass

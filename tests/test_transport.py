@@ -12,7 +12,7 @@ import base64
 import contextlib
 import dataclasses
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -40,7 +40,7 @@ from tests.loopback_servers import (
     client_tls_context,
     server_tls_context,
 )
-from tests.support import make_settings
+from tests.support import eventually, make_settings
 
 TOKEN = Credential(ALMANAC_OWNER_TOKEN)
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
@@ -91,15 +91,6 @@ async def pool(
         yield transport
     finally:
         await transport.aclose()
-
-
-async def eventually(condition: Callable[[], bool], within: float = 2.0) -> None:
-    """Waits (briefly) for what another task or the network does next."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        assert loop.time() < deadline, "the condition did not come true in time"
-        await asyncio.sleep(0.002)
 
 
 def idle_connections_closed(transport: UpstreamTransport) -> list[bool]:
