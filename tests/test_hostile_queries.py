@@ -291,10 +291,12 @@ def serve_alongside(url: str, hostile: Hostile) -> Served:
         )
         latencies: list[float] = []
         sender.start()
-        while sender.is_alive():
+        while True:  # at least once: a refusal can come back before the first probe is sent
             start = time.perf_counter()
             assert prober.get("/healthz").status_code == 200
             latencies.append(time.perf_counter() - start)
+            if not sender.is_alive():
+                break
         sender.join()
     [response] = answered
     return Served(response, latencies)
