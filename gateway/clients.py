@@ -24,8 +24,13 @@ from gateway.upstreams.throttle import MemoryRateLimits, RateLimits
 
 V = TypeVar("V")
 
-# Normalized answers kept for reuse (`NormalizedAnswers`): a few hundred small models.
+# Normalized answers kept for reuse (`NormalizedAnswers`): a few hundred small models (256 billing
+# answers, both tables: about 3.5 MB, tracemalloc).
 DEFAULT_NORMALIZED_ENTRIES = 256
+# An answer whose compact JSON is longer is normalized for each request and kept in neither table,
+# so that what they hold stays bounded however an upstream answers (a billing answer is about
+# 1.6 KB; 256 answers at this bound hold about 70 MB: docs/performance.md).
+MAX_KEPT_ANSWER_BYTES = 32 * 1024
 
 
 class NormalizedAnswers:
@@ -43,7 +48,8 @@ class NormalizedAnswers:
     gets that one's models, looked up by its compact JSON, when that normalization reported no
     contract drift: normalizing it again would make the same models and report nothing. An
     answer that showed drift is normalized every time, so that drift is counted per answer.
-    Least recently used entries of either table go beyond `max_entries`.
+    Least recently used entries of either table go beyond `max_entries`; an answer longer than
+    `MAX_KEPT_ANSWER_BYTES` is kept in neither.
     """
 
     def __init__(self, max_entries: int = DEFAULT_NORMALIZED_ENTRIES) -> None:
@@ -65,7 +71,13 @@ class NormalizedAnswers:
         if entry is not None and entry[0] is payload:
             self._entries.move_to_end(key)
             return cast(V, entry[1])
-        content = _content_key(kind, payload)
+        try:
+            text: bytes | None = orjson.dumps(payload)
+        except TypeError:  # an integer beyond 64 bits: kept by identity only
+            text = None
+        if text is not None and len(text) > MAX_KEPT_ANSWER_BYTES:
+            return normalize(drift)
+        content = (kind, text) if text is not None else None
         value = self._by_content.get(content) if content is not None else None
         if value is not None and content is not None:
             self._by_content.move_to_end(content)
@@ -95,15 +107,6 @@ def _keep(table: OrderedDict[K, Any], key: K, value: object, max_entries: int) -
     table.move_to_end(key)
     if len(table) > max_entries:
         table.popitem(last=False)
-
-
-def _content_key(kind: str, payload: object) -> tuple[str, bytes] | None:
-    """`kind` and the compact JSON of `payload`; None for a value orjson cannot write (an
-    integer beyond 64 bits: such an answer is normalized by identity only)."""
-    try:
-        return kind, orjson.dumps(payload)
-    except TypeError:
-        return None
 
 
 @dataclass(frozen=True, slots=True)

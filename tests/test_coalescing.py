@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from gateway import normalize
-from gateway.clients import NormalizedAnswers
+from gateway.clients import MAX_KEPT_ANSWER_BYTES, NormalizedAnswers
 from gateway.credentials import Credential
 from gateway.errors import UpstreamUnavailable
 from gateway.normalize import Drift, DriftKind, DriftRecorder
@@ -531,6 +531,23 @@ def test_normalized_answers_are_kept_by_identity_and_by_content_and_bounded() ->
     assert answers.get("kind", other, make(other), NO_DRIFT) is not one
     assert len(answers) == 2
     assert made == [first, first, other]
+
+
+def test_an_answer_longer_than_what_is_kept_is_normalized_each_time_and_kept_nowhere() -> None:
+    answers = NormalizedAnswers()
+    long = {"text": "x" * MAX_KEPT_ANSWER_BYTES}
+    made: list[object] = []
+
+    def normalize(drift: DriftRecorder) -> object:
+        made.append(long)
+        return object()
+
+    first = answers.get("kind", long, normalize, NO_DRIFT)
+    again = answers.get("kind", long, normalize, NO_DRIFT)  # the same object, even
+
+    assert first is not again
+    assert len(made) == 2
+    assert len(answers) == 0
 
 
 def test_an_answer_that_showed_drift_is_normalized_and_counted_every_time() -> None:

@@ -26,6 +26,8 @@ from gateway.sandbox import ALMANAC_OWNER_TOKEN, Fault, RunningSandbox, start_sa
 from gateway.telemetry.request_id import REQUEST_ID
 from gateway.upstreams import AlmanacClient
 from gateway.upstreams.transport import (
+    DEFAULT_MAX_ANSWER_BYTES,
+    AnswerTooLarge,
     UpstreamTransport,
     environment_proxy,
     no_cookies,
@@ -80,12 +82,14 @@ async def pool(
     *,
     keepalive_expiry: float = 5.0,
     proxy: httpx.URL | None = None,
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
 ) -> AsyncIterator[UpstreamTransport]:
     transport = UpstreamTransport(
         max_connections=max_connections,
         keepalive_expiry=keepalive_expiry,
         proxy=proxy,
         ssl_context=client_tls_context(),
+        max_answer_bytes=max_answer_bytes,
     )
     try:
         yield transport
@@ -404,6 +408,44 @@ async def test_a_chunked_body_is_read_whole_and_the_connection_reused() -> None:
 
     assert first.content == second.content == b"hello world"
     assert server.connections == 1
+
+
+async def test_an_answer_up_to_the_longest_read_is_read_and_a_longer_one_refused() -> None:
+    chunked_head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+    async def long_chunked(peer: Peer) -> None:
+        if await peer.read_request() is not None:
+            await peer.send(chunked_head + b"6\r\nsix by\r\n6\r\ntes ...\r\n0\r\n\r\n")
+            await peer.read_until_closed()
+
+    async with (
+        LoopbackServer(answering(answer(body=b"x" * 10), answer(body=b"x" * 11))) as said,
+        LoopbackServer(long_chunked) as unsaid,
+        pool(max_answer_bytes=10) as transport,
+    ):
+        first = await transport.handle_async_request(request(said.url))
+        with pytest.raises(AnswerTooLarge):  # its Content-Length says so: nothing more is read
+            await transport.handle_async_request(request(said.url))
+        with pytest.raises(AnswerTooLarge):  # a chunked one, once it has gone past the limit
+            await transport.handle_async_request(request(unsaid.url))
+        assert transport.open_connections == 0
+
+    assert first.content == b"x" * 10
+
+
+async def test_an_answer_longer_than_the_transport_reads_is_a_bad_response_not_resent(
+    sandbox: RunningSandbox,
+) -> None:
+    client = client_for(sandbox.almanac_url)
+    client._transport = UpstreamTransport(max_connections=1, max_answer_bytes=1000)
+    client._http = httpx.AsyncClient(transport=client._transport)
+    try:
+        with pytest.raises(UpstreamBadResponse, match="longer than the gateway reads"):
+            await client.get_billing_state("org_acme", credential=TOKEN)  # about 1,650 bytes
+    finally:
+        await client.aclose()
+
+    assert sandbox.state.count("almanac") == 1
 
 
 async def test_a_body_without_a_length_ends_where_the_server_closes_the_connection() -> None:

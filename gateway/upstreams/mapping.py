@@ -27,6 +27,7 @@ from gateway.errors import (
     UpstreamUnreachable,
 )
 from gateway.provider import Provider
+from gateway.upstreams.transport import AnswerTooLarge
 
 # Appended to the message of a failed POST: the caller must know it was not sent twice.
 NOT_RETRIED = " The request was sent once and not retried."
@@ -67,6 +68,12 @@ UPSTREAM_CODE_ERRORS: Mapping[str, type[UpstreamError]] = {
 # metric label, the exception class and the message ({lost}: NOT_RETRIED for a POST, else "").
 TRANSPORT_ERRORS: tuple[tuple[type[httpx.HTTPError], str, type[UpstreamError], str], ...] = (
     (httpx.TimeoutException, "timeout", UpstreamTimeout, "{name} did not answer in time.{lost}"),
+    (
+        AnswerTooLarge,
+        "too_large",
+        UpstreamBadResponse,
+        "{name} sent an answer longer than the gateway reads.{lost}",
+    ),
     (
         httpx.DecodingError,
         "decoding_error",

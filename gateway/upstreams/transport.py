@@ -16,6 +16,7 @@ What it keeps of `_base.py`'s contract, each tested in tests/test_transport.py:
     refused, unresolvable, TLS refused                  -> httpx.ConnectError
     dropped, reset, truncated body                      -> httpx.ReadError
     malformed answer                                    -> httpx.RemoteProtocolError
+    an answer longer than `max_answer_bytes`            -> AnswerTooLarge (a RemoteProtocolError)
 
 Every request sent is one `_base.py` decided on: nothing is ever sent again by this layer (a GET
 dropped on a kept-alive connection fails like any dropped request). A connection is reused only
@@ -52,6 +53,13 @@ import httpx
 DEFAULT_KEEPALIVE_EXPIRY = 5.0
 # The head of a proxy's answer to CONNECT may not be longer than this.
 MAX_TUNNEL_HEAD = 16 * 1024
+# The longest body read from an upstream: a billing answer is about 1.6 KB. Decoding and normalizing
+# the longest (about 1,180 plans) holds the event loop about 16 ms and 2 MB (docs/performance.md).
+DEFAULT_MAX_ANSWER_BYTES = 256 * 1024
+
+
+class AnswerTooLarge(httpx.RemoteProtocolError):
+    """The upstream's answer is longer than the transport reads; the connection is closed."""
 
 
 class _NoCookieJar(CookieJar):
@@ -86,8 +94,10 @@ def _origin(url: httpx.URL) -> Origin:
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection: one request at a time, its answer parsed as it arrives."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_answer_bytes: int) -> None:
         self._loop = loop
+        self._max_answer_bytes = max_answer_bytes
+        self._body_bytes = 0
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -164,6 +174,10 @@ class _Connection(asyncio.Protocol):
         self._status = status = self._parser.get_status_code()
         # Asked here: after the message is complete, httptools answers False whatever was sent.
         self._keep_alive = self._parser.should_keep_alive()
+        lengths = [value for name, value in self._headers if name.lower() == b"content-length"]
+        if lengths and lengths[0].strip().isdigit() and int(lengths[0]) > self._max_answer_bytes:
+            self._refuse_length()  # said at once: not a byte of the body read
+            return
         named = {name.lower() for name, _ in self._headers}
         self._until_close = (
             b"content-length" not in named
@@ -173,8 +187,23 @@ class _Connection(asyncio.Protocol):
         )
 
     def on_body(self, body: bytes) -> None:
-        if not self._complete:
-            self._body.append(body)
+        if self._complete:
+            return
+        self._body_bytes += len(body)
+        if self._body_bytes > self._max_answer_bytes:
+            self._refuse_length()
+            return
+        self._body.append(body)
+
+    def _refuse_length(self) -> None:
+        self.close()
+        self._complete = True  # what follows in this read is not read
+        self._body = []
+        done = self._done
+        if done is not None and not done.done():
+            done.set_exception(
+                AnswerTooLarge(f"the answer is longer than {self._max_answer_bytes} bytes")
+            )
 
     def on_message_complete(self) -> None:
         if self._complete:
@@ -206,6 +235,7 @@ class _Connection(asyncio.Protocol):
         self._done = done = loop.create_future()
         self._status, self._reason, self._headers, self._body = 0, b"", [], []
         self._until_close = self._complete = self._unasked = False
+        self._body_bytes = 0
         self.transport.write(head + content if content else head)
         self._last_read = loop.time()
         timer = None
@@ -280,6 +310,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
         proxy: httpx.URL | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self.limits = httpx.Limits(
             max_connections=max_connections,
@@ -287,6 +318,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
             keepalive_expiry=keepalive_expiry,
         )
         self.proxy = proxy
+        self.max_answer_bytes = max_answer_bytes
         self._ssl_context = ssl_context
         self._max = max_connections
         self._expiry = keepalive_expiry
@@ -388,7 +420,7 @@ class UpstreamTransport(httpx.AsyncBaseTransport):
         try:
             async with asyncio.timeout(timeouts.get("connect")):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(loop),
+                    lambda: _Connection(loop, self.max_answer_bytes),
                     host,
                     port,
                     ssl=self.ssl_context if tls_now else None,
